@@ -1,0 +1,160 @@
+"""The contract every multitask gradient method follows, and the plain-Python registry of methods.
+
+Nothing here imports mmengine: the methods are plain PyTorch and can be used on their own::
+
+    from graddrop_mtl.methods import GradDrop
+    trunk_grad = GradDrop(k=1.0).combine(grads, activation=a)   # grads: [T, *a.shape]
+
+``graddrop_mtl.registry.MTL_METHODS`` mirrors :data:`METHODS` into an mmengine registry for configs.
+
+Shapes. ``grads`` stacks the per-task gradients at the shared activation ``A``: ``[T, *A.shape]``. By default the
+whole activation is one problem: dot products, norms and random orders run over all its elements, batch included.
+``problem_dims=d`` says that the first ``d`` dims of ``A`` index *independent* problems (for example the 200
+replicas of the sine experiment, trained side by side in one tensor): every reduction then runs per problem, and
+``losses`` and :attr:`Method.task_weights` carry the problem dims too (``[T, *A.shape[:d]]``).
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+#: name -> class of every registered method.
+METHODS: dict[str, type['Method']] = {}
+
+
+def register_method(cls: type['Method']) -> type['Method']:
+    """Class decorator: register ``cls`` under its class name."""
+    name = cls.__name__
+    if name in METHODS and METHODS[name] is not cls:
+        raise KeyError(f'a multitask method named {name!r} is already registered ({METHODS[name]})')
+    METHODS[name] = cls
+    return cls
+
+
+def build_method(cfg: 'Method | Mapping[str, Any]') -> 'Method':
+    """Build a method from ``dict(type='GradDrop', **kwargs)`` (or return an already built one)."""
+    if isinstance(cfg, Method):
+        return cfg
+    if not isinstance(cfg, Mapping) or 'type' not in cfg:
+        raise TypeError(f'a multitask method config must be a dict with a "type" key, got {cfg!r}')
+    cfg = dict(cfg)
+    name = cfg.pop('type')
+    if isinstance(name, type) and issubclass(name, Method):
+        return name(**cfg)
+    if name not in METHODS:
+        raise KeyError(f'unknown multitask method type {name!r}; registered: {sorted(METHODS)}')
+    cls = METHODS[name]
+    params = inspect.signature(cls.__init__).parameters
+    unknown = [k for k in cfg if k not in params]
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise TypeError(f'{name} got unknown arguments {unknown}; it takes {[p for p in params if p != "self"]}')
+    return cls(**cfg)
+
+
+class Method:
+    """Base class: turns per-task gradients at the shared activation into the one gradient sent into the trunk.
+
+    Subclasses implement :meth:`combine`. Methods that re-weight the task losses set :attr:`task_weights` to the
+    weights they used in the last call; the task heads then receive the gradient of ``sum_i w_i L_i``.
+    """
+
+    #: weights applied to the task losses in the last ``combine`` (``None``: all ones).
+    task_weights: Tensor | None = None
+    #: set by methods that need ``create_graph=True`` per-task gradients (gradient penalty).
+    create_graph: bool = False
+
+    def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
+                generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
+        """Return the trunk gradient, shaped like one task's gradient ``grads[0]``."""
+        raise NotImplementedError
+
+    def __call__(self, grads: Tensor, **kwargs: Any) -> Tensor:
+        return self.combine(grads, **kwargs)
+
+    #: statistics of the last call for logging (name -> float); filled by methods that have any.
+    def last_stats(self) -> dict[str, float]:
+        return dict(getattr(self, '_stats', {}))
+
+    # -- state (checkpointing); stateless by default -------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state:
+            raise KeyError(f'{type(self).__name__} is stateless but the checkpoint holds {sorted(state)}')
+
+    def extra_repr(self) -> str:
+        return ''
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}({self.extra_repr()})'
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shared helpers for the methods.
+# ---------------------------------------------------------------------------------------------------------------
+def check_grads(grads: Tensor, problem_dims: int = 0) -> None:
+    if not isinstance(grads, Tensor):
+        raise TypeError(f'grads must be a Tensor [T, *activation.shape], got {type(grads).__name__}')
+    if grads.dim() < 1 + problem_dims or grads.shape[0] < 1:
+        raise ValueError(f'grads must be [T, *activation.shape] with T >= 1 and {problem_dims} problem dims; '
+                         f'got shape {tuple(grads.shape)}')
+
+
+def flat_per_problem(grads: Tensor, problem_dims: int) -> Tensor:
+    """``[T, *P, *rest] -> [P, T, D]`` where P is the product of the problem dims (1 when there are none)."""
+    t = grads.shape[0]
+    pshape = grads.shape[1:1 + problem_dims]
+    n_problems = int(torch.Size(pshape).numel())
+    return grads.reshape(t, n_problems, -1).transpose(0, 1)
+
+
+def weights_view(weights: Tensor, grads: Tensor, problem_dims: int) -> Tensor:
+    """Broadcast task weights ``[T, *P]`` (or ``[T]``) against ``grads`` ``[T, *P, *rest]``."""
+    extra = grads.dim() - weights.dim()
+    return weights.reshape(*weights.shape, *([1] * extra)).to(grads.dtype)
+
+
+def as_task_vector(value: float | list[float] | tuple[float, ...] | Tensor, n_tasks: int, name: str,
+                   like: Tensor) -> Tensor:
+    """A per-task parameter given as a scalar or a list of T values, as a Tensor of shape [T]."""
+    vec = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    if vec.dim() == 0:
+        return vec.expand(n_tasks)
+    if vec.shape != (n_tasks,):
+        raise ValueError(f'{name} has {vec.numel()} values but there are {n_tasks} tasks; give one float or a list '
+                         f'of {n_tasks}')
+    return vec
+
+
+ActivationFn = Callable[[Tensor], Tensor]
+
+
+def gram_matrix(grads: Tensor, problem_dims: int = 0) -> tuple[Tensor, Tensor]:
+    """Flattened gradients ``[P, T, D]`` and their Gram matrices ``[P, T, T]`` (float64 for the solvers)."""
+    flat = flat_per_problem(grads, problem_dims)
+    gram = torch.bmm(flat, flat.transpose(1, 2)).double()
+    return flat, gram
+
+
+def combine_with_coefficients(flat: Tensor, coef: Tensor, like: Tensor) -> Tensor:
+    """``sum_i coef[p, i] * flat[p, i]`` for every problem p, reshaped like one task's gradient."""
+    out = torch.bmm(coef.to(flat.dtype).unsqueeze(1), flat).squeeze(1)
+    return out.reshape(like.shape[1:])
+
+
+def uniform(shape: tuple[int, ...], generator, *, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Uniform [0, 1) draws of ``shape`` whose dim 0 indexes problems.
+
+    ``generator`` is one ``torch.Generator`` (or None: the global stream) for all problems, or a sequence of one
+    generator per problem: problem p then draws only from ``generator[p]``, so its result does not depend on how
+    many other problems run beside it (a replica alone reproduces its trajectory inside a batch of replicas).
+    """
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f'{len(generator)} generators given for {shape[0]} problems')
+        return torch.stack([torch.rand(shape[1:], generator=g, device=device, dtype=dtype) for g in generator])
+    return torch.rand(shape, generator=generator, device=device, dtype=dtype)

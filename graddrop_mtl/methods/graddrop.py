@@ -1,0 +1,162 @@
+"""Gradient Sign Dropout (GradDrop, Chen et al., NeurIPS 2020) and Random GradDrop."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .base import ActivationFn, Method, as_task_vector, check_grads, register_method, uniform
+
+
+@register_method
+class GradDrop(Method):
+    r"""Gradient Sign Dropout: keep one gradient sign per element of the shared activation.
+
+    With :math:`G_i = \partial L_i / \partial A` for tasks :math:`i = 1..T`:
+
+    .. math::
+        \mathcal{P} = \tfrac12 \Big(1 + \frac{\sum_i G_i}{\sum_i |G_i| + \epsilon}\Big), \qquad
+        M_i = \mathbb{1}[f(\mathcal{P}) > U]\,\mathbb{1}[G_i > 0] + \mathbb{1}[f(\mathcal{P}) < U]\,\mathbb{1}[G_i < 0],
+
+    with one :math:`U \sim \mathcal{U}(0, 1)` per element shared by all tasks (so exactly one sign survives per
+    element), and the trunk receives :math:`\sum_i (\ell_i + (1 - \ell_i) M_i)\, G_i`.
+    :math:`f(\mathcal{P}) = \mathrm{clip}(k(\mathcal{P} - \tfrac12) + \tfrac12, 0, 1)` unless ``activation_fn``
+    is given. With :math:`k = 1` (:math:`f(P) = P`) the result is an unbiased estimate of :math:`\sum_i G_i`
+    (Proposition 3 of the paper's appendix); smaller :math:`k` adds noise (CIFAR-100 used :math:`k = 0.25`).
+
+    Batch-separated variant (paper Section 3.2, appendix A.2), for tasks that see different sub-batches: purity and
+    signs come from :math:`H_i = \sum_b \mathrm{sign}(A_b)\, G_{i,b}` (dim 0 of the activation is the batch), one
+    :math:`U` per feature position; the mask is broadcast over the batch and applied to the per-example
+    :math:`G_{i,b}`.
+
+    Ties: an element where a task's gradient (or :math:`H_i`) is exactly zero is *dropped* for that task, as in the
+    paper's formula (``keep_zero=False``). Outside the batch-separated variant this changes nothing (the dropped
+    value is 0). In the batch-separated variant ``keep_zero=True`` keeps such per-example gradients, as the authors'
+    lingvo code does.
+
+    Args:
+        k: slope of the default activation :math:`f`; 1 is the paper's default.
+        leak: :math:`\ell_i`, one float for every task or a list of T floats in [0, 1]. 0 is pure GradDrop, 1 passes
+            a task's gradient through untouched.
+        batch_separated: use the batch-separated rule (needs ``activation``).
+        keep_grad_norm: rescale the result to the L2 norm of the plain sum (what the authors' code does since 2021).
+        activation_fn: a custom monotone :math:`f` with :math:`f(1-P) = 1 - f(P)`; overrides ``k``.
+        keep_zero: keep elements whose task gradient is exactly zero (see Ties).
+        eps: added to :math:`\sum_i |G_i|` (1e-7 as in the authors' code).
+    """
+
+    def __init__(self, k: float = 1.0, leak: float | Sequence[float] = 0.0, batch_separated: bool = False,
+                 keep_grad_norm: bool = False, activation_fn: ActivationFn | None = None, keep_zero: bool = False,
+                 eps: float = 1e-7) -> None:
+        if k < 0:
+            raise ValueError(f'GradDrop k must be >= 0, got {k}')
+        leaks = [leak] if isinstance(leak, (int, float)) else list(leak)
+        if any(not 0.0 <= float(v) <= 1.0 for v in leaks):
+            raise ValueError(f'GradDrop leak values must lie in [0, 1], got {leak}')
+        self.k = float(k)
+        self.leak = float(leak) if isinstance(leak, (int, float)) else [float(v) for v in leak]
+        self.batch_separated = batch_separated
+        self.keep_grad_norm = keep_grad_norm
+        self.activation_fn = activation_fn
+        self.keep_zero = keep_zero
+        self.eps = eps
+        self.collect_stats = True
+        self._stats: dict[str, float] = {}
+
+    def extra_repr(self) -> str:
+        return (f'k={self.k}, leak={self.leak}, batch_separated={self.batch_separated}, '
+                f'keep_grad_norm={self.keep_grad_norm}')
+
+    def keep_positive_probability(self, purity: Tensor) -> Tensor:
+        """:math:`f(\\mathcal{P})`."""
+        if self.activation_fn is not None:
+            return self.activation_fn(purity)
+        if self.k == 1.0:
+            return purity
+        return (self.k * (purity - 0.5) + 0.5).clamp_(0.0, 1.0)
+
+    def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
+                generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
+        check_grads(grads, problem_dims)
+        n_tasks = grads.shape[0]
+        leak = as_task_vector(self.leak, n_tasks, 'GradDrop leak', grads)
+        if self.batch_separated:
+            signed = self._batch_separated_signal(grads, activation, problem_dims)
+        else:
+            signed = grads
+        # Positive and negative gradient mass per element; P = pos / (pos + |neg|).
+        pos_mask = signed > 0
+        neg_mask = signed < 0
+        pos_mass = torch.where(pos_mask, signed, 0).sum(0)
+        neg_mass = torch.where(neg_mask, signed, 0).sum(0)
+        purity = 0.5 * (1.0 + (pos_mass + neg_mass) / (pos_mass - neg_mass + self.eps))
+        keep_prob = self.keep_positive_probability(purity)
+        n_problems = int(torch.Size(purity.shape[:problem_dims]).numel())
+        u = uniform((n_problems,) + tuple(purity.shape[problem_dims:]), generator, device=purity.device,
+                    dtype=purity.dtype).reshape(purity.shape)
+        keep_pos = keep_prob > u
+        keep_neg = keep_prob < u
+
+        # sum_i (l_i + (1 - l_i) M_i) G_i without materialising M_i: the kept part is the sum of the (1 - l_i)
+        # weighted gradients of the surviving sign's tasks.
+        lshape = (n_tasks,) + (1,) * (grads.dim() - 1)
+        if self.batch_separated or self.keep_zero or leak.any():
+            drop = (1.0 - leak).view(lshape)
+            m_pos = (pos_mask & keep_pos).to(grads.dtype)
+            m_neg = (neg_mask & keep_neg).to(grads.dtype)
+            mask = m_pos + m_neg
+            if self.keep_zero:
+                mask = mask + (signed == 0).to(grads.dtype)
+            out = (grads * (leak.view(lshape) + drop * mask)).sum(0)
+        else:
+            out = torch.where(keep_pos, pos_mass, torch.where(keep_neg, neg_mass, 0))
+        if self.keep_grad_norm:
+            out = out * self._norm_ratio(grads.sum(0), out, problem_dims)
+        if self.collect_stats:
+            kept = (pos_mask & keep_pos) | (neg_mask & keep_neg)
+            nonzero = (pos_mask | neg_mask).flatten(1).sum(1).clamp_min(1)
+            kept_frac = kept.flatten(1).sum(1) / nonzero
+            self._stats = {
+                'sign_purity': (purity - 0.5).abs().mean().item(),
+                'conflict_frac': ((pos_mass > 0) & (neg_mass < 0)).float().mean().item(),
+                **{f'kept_frac_{i}': float(v) for i, v in enumerate(kept_frac.tolist())},
+            }
+        return out
+
+    def _batch_separated_signal(self, grads: Tensor, activation: Tensor | None, problem_dims: int) -> Tensor:
+        if activation is None:
+            raise ValueError('batch-separated GradDrop needs the shared activation (activation=...)')
+        if activation.shape != grads.shape[1:]:
+            raise ValueError(f'activation shape {tuple(activation.shape)} does not match the per-task gradient '
+                             f'shape {tuple(grads.shape[1:])}')
+        batch_dim = 1 + problem_dims
+        return (grads * torch.sign(activation).to(grads.dtype)).sum(batch_dim, keepdim=True)
+
+    @staticmethod
+    def _norm_ratio(reference: Tensor, out: Tensor, problem_dims: int) -> Tensor:
+        dims = tuple(range(problem_dims, out.dim()))
+        ref = reference.pow(2).sum(dims, keepdim=True).sqrt()
+        got = out.pow(2).sum(dims, keepdim=True).sqrt()
+        return torch.where(got > 0, ref / got.clamp_min(1e-30), torch.zeros_like(got))
+
+
+@register_method
+class RandomGradDrop(GradDrop):
+    r"""Random GradDrop (the rebuttal's RGD): one sign per element kept by a fair coin, ignoring the gradients.
+
+    Identical to :class:`GradDrop` with :math:`f(\mathcal{P}) = 1/2`: the same masking, leak and batch-separated
+    variant, but the surviving sign is chosen with probability 1/2 regardless of the sign purity. The rebuttal shows
+    its expected first-order loss change is half of GradDrop's.
+    """
+
+    def __init__(self, leak: float | Sequence[float] = 0.0, batch_separated: bool = False,
+                 keep_grad_norm: bool = False, keep_zero: bool = False) -> None:
+        super().__init__(k=0.0, leak=leak, batch_separated=batch_separated, keep_grad_norm=keep_grad_norm,
+                         keep_zero=keep_zero)
+
+    def extra_repr(self) -> str:
+        return f'leak={self.leak}, batch_separated={self.batch_separated}'
+
+    def keep_positive_probability(self, purity: Tensor) -> Tensor:
+        return torch.full_like(purity, 0.5)

@@ -1,0 +1,92 @@
+"""GradNorm (Chen et al., 2018): learn task weights that balance the tasks' gradient norms."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from .base import Method, check_grads, flat_per_problem, register_method, weights_view
+
+
+@register_method
+class GradNorm(Method):
+    r"""GradNorm task weighting.
+
+    Weights :math:`w_i` (initialised to 1, renormalised to sum to :math:`T` after every update) multiply the task
+    losses. At every call, with :math:`G_i = \lVert w_i \nabla_A L_i \rVert_2` the norm of the weighted task
+    gradient and :math:`r_i = \tilde L_i / \mathrm{mean}_j \tilde L_j`, :math:`\tilde L_i = L_i(t) / L_i(0)`:
+
+    .. math:: L_{grad} = \sum_i \big| G_i - \bar G \, r_i^{\alpha} \big|,
+
+    with the target :math:`\bar G r_i^\alpha` held constant, and the weights take one gradient-descent step
+    :math:`w \leftarrow w - \mathrm{lr}\, \partial L_{grad} / \partial w`, where
+    :math:`\partial L_{grad} / \partial w_i = \mathrm{sign}(G_i - \bar G r_i^\alpha) \lVert \nabla_A L_i \rVert`.
+    Weights are kept above ``min_weight`` before the renormalisation.
+
+    Which tensor's norm: the paper's GradNorm uses the gradient with respect to the last shared layer's *weights*;
+    here :math:`\nabla_A L_i` is the gradient with respect to the shared *activation* A (the output of that layer),
+    which the wrapper already computes for every task, so GradNorm costs nothing extra. This is the
+    "representation" variant also used by LibMTL.
+
+    The current weights are used for this step (:attr:`task_weights`; the trunk receives
+    :math:`\sum_i w_i \nabla_A L_i`), then updated for the next one. :math:`L_i(0)` are the losses of the first
+    call. Both are part of the state (checkpointed by the wrapper).
+
+    Args:
+        alpha: the asymmetry :math:`\alpha` (1.5 is typical).
+        lr: learning rate of the weights.
+        min_weight: lower bound for a weight before renormalisation.
+    """
+
+    def __init__(self, alpha: float = 1.5, lr: float = 0.025, min_weight: float = 1e-3) -> None:
+        if lr <= 0:
+            raise ValueError(f'GradNorm lr must be > 0, got {lr}')
+        self.alpha = float(alpha)
+        self.lr = float(lr)
+        self.min_weight = float(min_weight)
+        self.weights: Tensor | None = None         # [T, *problem]
+        self.initial_losses: Tensor | None = None  # [T, *problem]
+        self._stats: dict[str, float] = {}
+
+    def extra_repr(self) -> str:
+        return f'alpha={self.alpha}, lr={self.lr}'
+
+    def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
+                generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
+        check_grads(grads, problem_dims)
+        if losses is None:
+            raise ValueError('GradNorm needs the task losses (losses=...)')
+        shape = grads.shape[:1 + problem_dims]
+        losses = losses.detach().reshape(shape).to(grads.dtype)
+        if self.weights is None or self.weights.shape != shape:
+            if self.weights is not None:
+                raise ValueError(f'GradNorm was set up for weights of shape {tuple(self.weights.shape)} '
+                                 f'but got {tuple(shape)} (number of tasks changed?)')
+            self.weights = torch.ones(shape, dtype=grads.dtype, device=grads.device)
+        if self.initial_losses is None:
+            self.initial_losses = losses.clone()
+        w = self.weights.to(device=grads.device, dtype=grads.dtype)
+        self.task_weights = w.clone()
+        out = (grads * weights_view(w, grads, problem_dims)).sum(0)
+
+        raw_norms = flat_per_problem(grads, problem_dims).norm(dim=-1).t().reshape(shape)  # |grad_A L_i|
+        norms = w * raw_norms
+        ratio = losses / self.initial_losses.to(losses).clamp_min(1e-12)
+        rel = ratio / ratio.mean(0, keepdim=True).clamp_min(1e-12)
+        target = norms.mean(0, keepdim=True) * rel.pow(self.alpha)
+        grad_w = torch.sign(norms - target) * raw_norms
+        new = (w - self.lr * grad_w).clamp_min(self.min_weight)
+        self.weights = new * (shape[0] / new.sum(0, keepdim=True))
+        self._stats = {'gradnorm_loss': (norms - target).abs().sum().item()}
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {'weights': self.weights, 'initial_losses': self.initial_losses}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        unknown = set(state) - {'weights', 'initial_losses'}
+        if unknown:
+            raise KeyError(f'GradNorm state has unknown keys {sorted(unknown)}')
+        self.weights = state.get('weights')
+        self.initial_losses = state.get('initial_losses')

@@ -1,0 +1,76 @@
+"""PCGrad (Yu et al., 2020) and the paper's Iterative PCGrad (appendix A.3)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import Method, check_grads, combine_with_coefficients, gram_matrix, register_method, uniform
+
+
+@register_method
+class PCGrad(Method):
+    r"""Projecting Conflicting Gradients on the flattened per-task gradients (batch included).
+
+    For each task :math:`i`, in a random order over the other tasks :math:`j`: if :math:`g_i \cdot g_j < 0`,
+    :math:`g_i \leftarrow g_i - \frac{g_i \cdot g_j}{\lVert g_j \rVert^2} g_j`, where :math:`g_j` is the ORIGINAL
+    gradient (a static copy). The trunk receives :math:`\sum_i g_i`.
+
+    ``iterative=True`` is the paper's Iterative PCGrad: no static copy, each projection uses the current,
+    already-projected :math:`g_j`, and the tasks are processed in a random order. It is the only variant that does
+    something in one dimension (there plain PCGrad zeroes every conflicting gradient).
+
+    Every projected gradient stays a linear combination of the originals, so the whole procedure runs on the
+    :math:`T \times T` Gram matrix and touches the D-dimensional gradients twice (Gram matrix, final sum).
+    """
+
+    def __init__(self, iterative: bool = False) -> None:
+        self.iterative = iterative
+        self._stats: dict[str, float] = {}
+
+    def extra_repr(self) -> str:
+        return f'iterative={self.iterative}'
+
+    def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
+                generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
+        check_grads(grads, problem_dims)
+        flat, gram = gram_matrix(grads, problem_dims)
+        coef = pcgrad_coefficients(gram, iterative=self.iterative, generator=generator)
+        off = ~torch.eye(gram.shape[1], dtype=torch.bool, device=gram.device)
+        self._stats = {'conflict_pairs_frac': (gram[:, off] < 0).double().mean().item()}
+        return combine_with_coefficients(flat, coef.sum(1), grads)
+
+
+def pcgrad_coefficients(gram: Tensor, *, iterative: bool = False,
+                        generator: torch.Generator | None = None) -> Tensor:
+    """Coefficients ``C [P, T, T]`` with projected ``g'_i = sum_k C[p, i, k] g_k`` for Gram matrices ``[P, T, T]``."""
+    n_prob, n_tasks, _ = gram.shape
+    coef = torch.eye(n_tasks, dtype=gram.dtype, device=gram.device).expand(n_prob, -1, -1).clone()
+    if n_tasks < 2:
+        return coef
+    rows = torch.arange(n_prob, device=gram.device)
+    # A random order of the other tasks for every (problem, task); for the iterative variant also a random order
+    # in which the tasks are processed.
+    others = uniform((n_prob, n_tasks, n_tasks), generator, device=gram.device, dtype=torch.float32)
+    others.diagonal(dim1=1, dim2=2).fill_(2.0)  # sort the task itself last, then drop it
+    order_others = others.argsort(-1)[..., :-1]
+    if iterative:
+        outer = uniform((n_prob, n_tasks), generator, device=gram.device, dtype=torch.float32).argsort(-1)
+    else:
+        outer = torch.arange(n_tasks, device=gram.device).expand(n_prob, -1)
+    for step in range(n_tasks):
+        i = outer[:, step]
+        for s in range(n_tasks - 1):
+            j = order_others[rows, i, s]
+            ci = coef[rows, i]                                   # [P, T]
+            if iterative:
+                cj = coef[rows, j]
+                dot = torch.einsum('pk,pkl,pl->p', ci, gram, cj)
+                sq = torch.einsum('pk,pkl,pl->p', cj, gram, cj)
+                step_coef = torch.where((dot < 0) & (sq > 0), dot / sq.clamp_min(1e-300), 0.0)
+                coef[rows, i] = ci - step_coef[:, None] * cj
+            else:
+                dot = torch.einsum('pk,pk->p', ci, gram[rows, :, j])
+                sq = gram[rows, j, j]
+                step_coef = torch.where((dot < 0) & (sq > 0), dot / sq.clamp_min(1e-300), 0.0)
+                coef[rows, i, j] = coef[rows, i, j] - step_coef
+    return coef

@@ -1,0 +1,100 @@
+"""The plain sum (the baseline), the gradient-norm penalty, and the composition of a weighting with a combiner."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from .base import Method, build_method, check_grads, register_method, weights_view
+
+
+@register_method
+class Sum(Method):
+    r"""The baseline: the trunk receives :math:`\sum_i G_i`, exactly what ``loss.backward()`` on the summed loss
+    would send."""
+
+    def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
+                generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
+        check_grads(grads, problem_dims)
+        return grads.sum(0)
+
+
+@register_method
+class GradPenalty(Sum):
+    r"""Gradient-norm penalty at the shared activation (the rebuttal's GP baseline).
+
+    The training loss becomes :math:`\sum_i L_i + \lambda \lVert \sum_i G_i \rVert_2^2` with
+    :math:`G_i = \partial L_i / \partial A`. The penalty is differentiated through the per-task gradients (double
+    backward), so it reaches the heads and the trunk. :meth:`combine` returns the plain sum; the
+    :class:`~graddrop_mtl.engine.MultiTaskOptimWrapper` asks for ``create_graph=True`` gradients (:attr:`create_graph`),
+    adds :meth:`penalty` to the head loss and its gradient with respect to :math:`A` to the trunk gradient.
+
+    Args:
+        weight: :math:`\lambda`.
+    """
+
+    create_graph = True
+
+    def __init__(self, weight: float = 0.01) -> None:
+        if weight < 0:
+            raise ValueError(f'GradPenalty weight must be >= 0, got {weight}')
+        self.weight = float(weight)
+
+    def extra_repr(self) -> str:
+        return f'weight={self.weight}'
+
+    def penalty(self, grads: Tensor) -> Tensor:
+        """:math:`\\lambda \\lVert \\sum_i G_i \\rVert^2` (differentiable when ``grads`` carry a graph)."""
+        return self.weight * grads.sum(0).pow(2).sum()
+
+
+@register_method
+class Compose(Method):
+    r"""A loss weighting followed by a gradient combiner, e.g. GradNorm + GradDrop or MGDA + GradDrop (appendix
+    Table 6): the weighting method computes :math:`w` from the per-task gradients and losses, then ``then`` combines
+    the weighted gradients :math:`w_i G_i`. The heads receive :math:`\nabla \sum_i w_i L_i`.
+
+    Config: ``dict(type='Compose', weighting=dict(type='GradNorm'), then=dict(type='GradDrop'))``.
+    """
+
+    def __init__(self, weighting: Method | Mapping[str, Any], then: Method | Mapping[str, Any]) -> None:
+        self.weighting = build_method(weighting)
+        self.then = build_method(then)
+
+    def extra_repr(self) -> str:
+        return f'weighting={self.weighting!r}, then={self.then!r}'
+
+    @property
+    def collect_stats(self) -> bool:
+        return getattr(self.then, 'collect_stats', False)
+
+    @collect_stats.setter
+    def collect_stats(self, value: bool) -> None:
+        for m in (self.weighting, self.then):
+            if hasattr(m, 'collect_stats'):
+                m.collect_stats = value
+
+    def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
+                generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
+        kwargs = dict(activation=activation, losses=losses, generator=generator, problem_dims=problem_dims)
+        self.weighting.combine(grads, **kwargs)
+        weights = self.weighting.task_weights
+        if weights is None:
+            raise ValueError(f'{type(self.weighting).__name__} sets no task_weights, so it cannot be the weighting '
+                             'of a Compose')
+        out = self.then.combine(grads * weights_view(weights, grads, problem_dims), **kwargs)
+        if self.then.task_weights is not None:
+            weights = weights * self.then.task_weights
+        self.task_weights = weights
+        return out
+
+    def last_stats(self) -> dict[str, float]:
+        return {**self.weighting.last_stats(), **self.then.last_stats()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {'weighting': self.weighting.state_dict(), 'then': self.then.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.weighting.load_state_dict(state.get('weighting', {}))
+        self.then.load_state_dict(state.get('then', {}))
