@@ -133,6 +133,19 @@ def as_task_vector(value: float | list[float] | tuple[float, ...] | Tensor, n_ta
 ActivationFn = Callable[[Tensor], Tensor]
 
 
+def sum_tasks(x: Tensor) -> Tensor:
+    """Sum over dim 0 (tasks) in a fixed order, row by row.
+
+    ``x.sum(0)`` associates differently depending on the trailing shape (a ``[T, 1]`` tensor is reduced along its
+    contiguous dim, a ``[T, N]`` one row by row), so a problem alone and the same problem among others could differ in
+    the last bit. Summing rows in order keeps every problem's result independent of the others.
+    """
+    out = x[0].clone()
+    for row in x[1:]:
+        out += row
+    return out
+
+
 def gram_matrix(grads: Tensor, problem_dims: int = 0) -> tuple[Tensor, Tensor]:
     """Flattened gradients ``[P, T, D]`` and their Gram matrices ``[P, T, T]`` (float64 for the solvers)."""
     flat = flat_per_problem(grads, problem_dims)
@@ -142,8 +155,8 @@ def gram_matrix(grads: Tensor, problem_dims: int = 0) -> tuple[Tensor, Tensor]:
 
 def combine_with_coefficients(flat: Tensor, coef: Tensor, like: Tensor) -> Tensor:
     """``sum_i coef[p, i] * flat[p, i]`` for every problem p, reshaped like one task's gradient."""
-    out = torch.bmm(coef.to(flat.dtype).unsqueeze(1), flat).squeeze(1)
-    return out.reshape(like.shape[1:])
+    weighted = coef.to(flat.dtype).unsqueeze(-1) * flat          # [P, T, D]
+    return sum_tasks(weighted.transpose(0, 1)).reshape(like.shape[1:])
 
 
 def uniform(shape: tuple[int, ...], generator, *, device: torch.device, dtype: torch.dtype) -> Tensor:

@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .base import ActivationFn, Method, as_task_vector, check_grads, register_method, uniform
+from .base import ActivationFn, Method, as_task_vector, check_grads, register_method, sum_tasks, uniform
 
 
 @register_method
@@ -88,8 +88,8 @@ class GradDrop(Method):
         # Positive and negative gradient mass per element; P = pos / (pos + |neg|).
         pos_mask = signed > 0
         neg_mask = signed < 0
-        pos_mass = torch.where(pos_mask, signed, 0).sum(0)
-        neg_mass = torch.where(neg_mask, signed, 0).sum(0)
+        pos_mass = sum_tasks(torch.where(pos_mask, signed, 0))
+        neg_mass = sum_tasks(torch.where(neg_mask, signed, 0))
         purity = 0.5 * (1.0 + (pos_mass + neg_mass) / (pos_mass - neg_mass + self.eps))
         keep_prob = self.keep_positive_probability(purity)
         n_problems = int(torch.Size(purity.shape[:problem_dims]).numel())
@@ -108,11 +108,11 @@ class GradDrop(Method):
             mask = m_pos + m_neg
             if self.keep_zero:
                 mask = mask + (signed == 0).to(grads.dtype)
-            out = (grads * (leak.view(lshape) + drop * mask)).sum(0)
+            out = sum_tasks(grads * (leak.view(lshape) + drop * mask))
         else:
             out = torch.where(keep_pos, pos_mass, torch.where(keep_neg, neg_mass, 0))
         if self.keep_grad_norm:
-            out = out * self._norm_ratio(grads.sum(0), out, problem_dims)
+            out = out * self._norm_ratio(sum_tasks(grads), out, problem_dims)
         if self.collect_stats:
             kept = (pos_mask & keep_pos) | (neg_mask & keep_neg)
             nonzero = (pos_mask | neg_mask).flatten(1).sum(1).clamp_min(1)

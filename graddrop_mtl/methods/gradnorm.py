@@ -6,7 +6,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from .base import Method, check_grads, flat_per_problem, register_method, weights_view
+from .base import Method, check_grads, flat_per_problem, register_method, sum_tasks, weights_view
 
 
 @register_method
@@ -68,16 +68,17 @@ class GradNorm(Method):
             self.initial_losses = losses.clone()
         w = self.weights.to(device=grads.device, dtype=grads.dtype)
         self.task_weights = w.clone()
-        out = (grads * weights_view(w, grads, problem_dims)).sum(0)
+        out = sum_tasks(grads * weights_view(w, grads, problem_dims))
 
         raw_norms = flat_per_problem(grads, problem_dims).norm(dim=-1).t().reshape(shape)  # |grad_A L_i|
         norms = w * raw_norms
         ratio = losses / self.initial_losses.to(losses).clamp_min(1e-12)
-        rel = ratio / ratio.mean(0, keepdim=True).clamp_min(1e-12)
-        target = norms.mean(0, keepdim=True) * rel.pow(self.alpha)
+        n_tasks = shape[0]
+        rel = ratio / (sum_tasks(ratio) / n_tasks).clamp_min(1e-12)
+        target = (sum_tasks(norms) / n_tasks) * rel.pow(self.alpha)
         grad_w = torch.sign(norms - target) * raw_norms
         new = (w - self.lr * grad_w).clamp_min(self.min_weight)
-        self.weights = new * (shape[0] / new.sum(0, keepdim=True))
+        self.weights = new * (n_tasks / sum_tasks(new))
         self._stats = {'gradnorm_loss': (norms - target).abs().sum().item()}
         return out
 

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from .base import Method, build_method, check_grads, register_method, weights_view
+from .base import Method, build_method, check_grads, register_method, sum_tasks, weights_view
 
 
 @register_method
@@ -17,7 +17,7 @@ class Sum(Method):
     def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
                 generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
         check_grads(grads, problem_dims)
-        return grads.sum(0)
+        return sum_tasks(grads)
 
 
 @register_method
@@ -46,7 +46,7 @@ class GradPenalty(Sum):
 
     def penalty(self, grads: Tensor) -> Tensor:
         """:math:`\\lambda \\lVert \\sum_i G_i \\rVert^2` (differentiable when ``grads`` carry a graph)."""
-        return self.weight * grads.sum(0).pow(2).sum()
+        return self.weight * sum_tasks(grads).pow(2).sum()
 
 
 @register_method

@@ -1,0 +1,3 @@
+_base_ = ['./sine_base.py']
+
+optim_wrapper = dict(method=dict(type='PCGrad'))

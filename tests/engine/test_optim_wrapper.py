@@ -1,0 +1,257 @@
+"""MultiTaskOptimWrapper on a small model: equivalence with plain training, composition with mmengine features,
+errors, non-finite gradients, checkpoint state."""
+import copy
+import math
+
+import pytest
+import torch
+from mmengine.logging import MessageHub
+from mmengine.optim import OptimWrapper
+
+from graddrop_mtl.engine import MultiTaskOptimWrapper
+
+from .toy import ToyMTL, toy_data
+
+METHODS = [dict(type='Sum'), dict(type='GradDrop'), dict(type='GradDrop', leak=[0.0, 0.5, 1.0]),
+           dict(type='RandomGradDrop'), dict(type='PCGrad'), dict(type='PCGrad', iterative=True),
+           dict(type='MGDA', normalization='l2'), dict(type='GradNorm'), dict(type='GradPenalty', weight=0.1),
+           dict(type='Compose', weighting=dict(type='GradNorm'), then=dict(type='GradDrop')),
+           dict(type='Compose', weighting=dict(type='MGDA'), then=dict(type='GradDrop'))]
+
+
+def make(method=None, model=None, lr=0.1, **kwargs):
+    torch.manual_seed(0)
+    model = model or ToyMTL()
+    wrapper = MultiTaskOptimWrapper(torch.optim.SGD(model.parameters(), lr=lr), method=method, shared='trunk',
+                                    seed=1, **kwargs)
+    return model, wrapper
+
+
+def params(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def assert_params_close(a, b, atol=1e-6):
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize('grad_mode', ['loop', 'batched', 'auto'])
+def test_sum_matches_plain_backward(grad_mode):
+    model, wrapper = make(dict(type='Sum'), grad_mode=grad_mode)
+    plain = copy.deepcopy(model)
+    plain_wrapper = OptimWrapper(torch.optim.SGD(plain.parameters(), lr=0.1))
+    for step in range(3):
+        data = toy_data(seed=step)
+        model.train_step(data, wrapper)
+        plain.train_step(data, plain_wrapper)
+    assert_params_close(params(model), params(plain))
+
+
+def test_leak_one_matches_plain_backward():
+    model, wrapper = make(dict(type='GradDrop', leak=1.0))
+    plain = copy.deepcopy(model)
+    plain_wrapper = OptimWrapper(torch.optim.SGD(plain.parameters(), lr=0.1))
+    data = toy_data()
+    model.train_step(data, wrapper)
+    plain.train_step(data, plain_wrapper)
+    assert_params_close(params(model), params(plain))
+
+
+def test_trunk_receives_the_combined_gradient_and_heads_their_own():
+    """After one step, trunk gradients come from method.combine, head gradients from the task losses."""
+    model, wrapper = make(dict(type='GradDrop'))
+    data = toy_data()
+    captured = {}
+
+    def spy(grads, **kw):
+        out = type(wrapper.method).combine(wrapper.method, grads, **kw)
+        captured['out'] = out
+        captured['grads'] = grads
+        return out
+
+    wrapper.method.combine = spy
+    wrapper.should_update = lambda: False    # keep the gradients for inspection
+    model.train_step(data, wrapper)
+    h = model.trunk(data['x'])
+    expected_trunk = torch.autograd.grad(h, model.trunk[0].weight, captured['out'])[0]
+    torch.testing.assert_close(model.trunk[0].weight.grad, expected_trunk)
+    # each head only sees its own loss, whatever the method does at the trunk
+    losses = model(**data)
+    g_head = torch.autograd.grad(losses['loss_1'], model.heads[1].weight)[0]
+    torch.testing.assert_close(model.heads[1].weight.grad, g_head)
+    # the per-task gradients handed to the method are dL_i/dh
+    hd = h.detach().requires_grad_(True)
+    preds = torch.cat([head(hd) for head in model.heads], 1)
+    g0 = torch.autograd.grad(((preds[:, 0] - data['y'][:, 0]) ** 2).mean(), hd)[0]
+    torch.testing.assert_close(captured['grads'][0], g0)
+
+
+@pytest.mark.parametrize('method', METHODS, ids=lambda m: m['type'] + str(len(m)))
+def test_every_method_trains_and_logs(method):
+    model, wrapper = make(method)
+    hub = MessageHub.get_instance('mtl-test-' + method['type'])
+    wrapper.message_hub = hub
+    before = params(model)
+    for step in range(3):
+        model.train_step(toy_data(seed=step), wrapper)
+    after = params(model)
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+    assert all(torch.isfinite(p).all() for p in after)
+    scalars = hub.log_scalars
+    for i in range(3):
+        assert f'train/mtl/grad_norm/loss_{i}' in scalars
+    if method['type'] in ('GradDrop', 'RandomGradDrop'):
+        assert 'train/mtl/sign_purity' in scalars and 'train/mtl/conflict_frac' in scalars
+        assert 'train/mtl/kept/loss_0' in scalars
+    if method['type'] in ('GradNorm', 'MGDA') or method.get('weighting'):
+        assert 'train/mtl/weight/loss_0' in scalars
+
+
+def test_mgda_heads_receive_weighted_losses():
+    model, wrapper = make(dict(type='MGDA'))
+    wrapper.should_update = lambda: False
+    data = toy_data()
+    model.train_step(data, wrapper)
+    alpha = wrapper.method.task_weights
+    assert torch.isclose(alpha.sum(), torch.tensor(1.0))
+    losses = model(**data)
+    g_head = torch.autograd.grad(alpha[2] * losses['loss_2'], model.heads[2].weight)[0]
+    torch.testing.assert_close(model.heads[2].weight.grad, g_head)
+
+
+def test_gradient_penalty_adds_double_backward_term():
+    model, wrapper = make(dict(type='GradPenalty', weight=0.5))
+    wrapper.should_update = lambda: False
+    data = toy_data()
+    ref = copy.deepcopy(model)
+    model.train_step(data, wrapper)
+    losses = ref(**data)
+    total = sum(losses.values())
+    h = ref.trunk(data['x'])
+    # reference: loss + 0.5 * |dL/dh|^2 through the whole network
+    preds = torch.cat([head(h) for head in ref.heads], 1)
+    task = sum(((preds[:, i] - data['y'][:, i]) ** 2).mean() for i in range(3))
+    g = torch.autograd.grad(task, h, create_graph=True)[0]
+    objective = total + 0.5 * g.pow(2).sum()
+    ref_grads = torch.autograd.grad(objective, list(ref.parameters()))
+    for p, r in zip(model.parameters(), ref_grads):
+        torch.testing.assert_close(p.grad, r, rtol=1e-5, atol=1e-6)
+
+
+def test_tuple_output_and_accumulation_match_plain():
+    """A shared module returning a tuple works; accumulative_counts=2 equals plain accumulation."""
+    model, wrapper = make(dict(type='Sum'), model=ToyMTL(tuple_output=True), accumulative_counts=2)
+    plain = copy.deepcopy(model)
+    plain_wrapper = OptimWrapper(torch.optim.SGD(plain.parameters(), lr=0.1), accumulative_counts=2)
+    for step in range(4):
+        model.train_step(toy_data(seed=step), wrapper)
+        plain.train_step(toy_data(seed=step), plain_wrapper)
+    assert_params_close(params(model), params(plain))
+
+
+def test_clip_grad_composes():
+    model, wrapper = make(dict(type='GradDrop'), clip_grad=dict(max_norm=1e-3))
+    hub = MessageHub.get_instance('mtl-test-clip')
+    wrapper.message_hub = hub
+    before = params(model)
+    model.train_step(toy_data(), wrapper)
+    step = math.sqrt(sum(((a - b) ** 2).sum().item() for a, b in zip(params(model), before)))
+    assert step <= 0.1 * 1e-3 * 1.0001      # lr * max_norm
+    assert 'train/grad_norm' in hub.log_scalars
+
+
+def test_task_grouping_with_weights():
+    tasks = dict(first=dict(keys=['loss_0', 'loss_1'], weight=2.0), second='loss_2')
+    model, wrapper = make(dict(type='Sum'), tasks=tasks)
+    plain = copy.deepcopy(model)
+    opt = torch.optim.SGD(plain.parameters(), lr=0.1)
+    data = toy_data()
+    model.train_step(data, wrapper)
+    losses = plain(**data)
+    (2 * (losses['loss_0'] + losses['loss_1']) + losses['loss_2']).backward()
+    opt.step()
+    assert_params_close(params(model), params(plain))
+    assert 'train/mtl/grad_norm/first' in wrapper.message_hub.log_scalars
+
+
+def test_errors_name_what_is_wrong():
+    model, _ = make()
+    with pytest.raises(ValueError, match=r"shared='trunk\.9'.*\['0', '1'\]"):
+        w = MultiTaskOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), shared='trunk.9')
+        model.train_step(toy_data(), w)
+    with pytest.raises(ValueError, match=r"shared='neck'.*\['data_preprocessor', 'trunk', 'heads'\]"):
+        w = MultiTaskOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), shared='neck')
+        model.train_step(toy_data(), w)
+    with pytest.raises(KeyError, match=r"\['loss_7'\].*'loss_0', 'loss_1', 'loss_2'"):
+        w = MultiTaskOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), shared='trunk',
+                                  tasks=['loss_0', 'loss_7'])
+        model.train_step(toy_data(), w)
+    with pytest.raises(KeyError, match=r"\['loss_2'\] belong to no task"):
+        w = MultiTaskOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), shared='trunk',
+                                  tasks=['loss_0', 'loss_1'])
+        model.train_step(toy_data(), w)
+    with pytest.raises(ValueError, match='leak has 2 values but there are 3 tasks'):
+        w = MultiTaskOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), shared='trunk',
+                                  method=dict(type='GradDrop', leak=[0.0, 1.0]))
+        model.train_step(toy_data(), w)
+    for p in model.trunk.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(RuntimeError, match='does not require grad'):
+        w = MultiTaskOptimWrapper(torch.optim.SGD(model.heads.parameters(), lr=0.1), shared='trunk')
+        model.train_step(toy_data(), w)
+
+
+def test_non_finite_gradients_skip_the_step():
+    model, wrapper = make(dict(type='GradDrop'))
+    hub = MessageHub.get_instance('mtl-test-nonfinite')
+    wrapper.message_hub = hub
+    data = toy_data()
+    data['y'][0, 1] = float('inf')
+    before = params(model)
+    with pytest.warns(UserWarning, match=r"tasks \['loss_1'\]; step skipped"):
+        model.train_step(data, wrapper)
+    assert_params_close(params(model), before, atol=0)
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+    assert hub.get_scalar('train/mtl/skipped_steps').current() == 1
+    model.train_step(toy_data(seed=3), wrapper)      # the next good step trains
+    assert any(not torch.equal(a, b) for a, b in zip(before, params(model)))
+
+
+@pytest.mark.parametrize('method', [dict(type='GradDrop'), dict(type='PCGrad'), dict(type='GradNorm'),
+                                    dict(type='Compose', weighting=dict(type='GradNorm'),
+                                         then=dict(type='RandomGradDrop'))], ids=lambda m: m['type'])
+def test_resume_continues_bit_identically(method):
+    """Method state and the random stream are part of the optim wrapper's state dict."""
+    model, wrapper = make(method)
+    for step in range(3):
+        model.train_step(toy_data(seed=step), wrapper)
+    model_state = copy.deepcopy(model.state_dict())
+    wrapper_state = copy.deepcopy(wrapper.state_dict())
+    for step in range(3, 6):
+        model.train_step(toy_data(seed=step), wrapper)
+    expected = params(model)
+
+    resumed, wrapper2 = make(method)
+    wrapper2.seed = 12345                     # a different seed must be overridden by the checkpoint
+    resumed.load_state_dict(model_state)
+    wrapper2.load_state_dict(wrapper_state)
+    for step in range(3, 6):
+        resumed.train_step(toy_data(seed=step), wrapper2)
+    assert_params_close(params(resumed), expected, atol=0)
+
+
+def test_random_stream_depends_on_seed():
+    a, wa = make(dict(type='RandomGradDrop'))
+    b, wb = make(dict(type='RandomGradDrop'))
+    wb.seed = wa.seed + 1
+    a.train_step(toy_data(), wa)
+    b.train_step(toy_data(), wb)
+    assert any(not torch.equal(x, y) for x, y in zip(params(a), params(b)))
+
+
+def test_update_params_outside_optim_context_is_a_clear_error():
+    model, wrapper = make()
+    loss = sum(model(**toy_data()).values())
+    with pytest.raises(RuntimeError, match='optim_context'):
+        wrapper.update_params(loss)
