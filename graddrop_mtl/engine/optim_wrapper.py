@@ -38,7 +38,8 @@ from torch import Tensor, nn
 
 from ..methods import Method, build_method
 
-GRAD_MODES = ('auto', 'loop', 'batched')
+GRAD_MODES = ('auto', 'loop', 'batched', 'linear')
+LINEAR_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class _Capture:
     originals: list[Tensor] = field(default_factory=list)   # the shared module's real outputs (trunk graph)
     detached: list[Tensor] = field(default_factory=list)    # the leaf copies the heads consumed
     losses: Mapping[str, Any] | None = None
+    head_calls: list[tuple[nn.Module, int, Tensor]] = field(default_factory=list)  # (linear head, act index, out)
 
 
 @dataclass
@@ -79,7 +81,15 @@ class MultiTaskOptimWrapper(OptimWrapper):
             of keys: one task each, in that order. A dict ``name -> key | [keys] | dict(keys=[...], weight=w)``
             groups keys into tasks with static weights.
         grad_mode: ``'batched'`` (one ``autograd.grad`` call with ``is_grads_batched=True``), ``'loop'`` (one call
-            per task) or ``'auto'`` (both on the first step: checks they agree, keeps the faster, logs the choice).
+            per task), ``'linear'`` (see ``linear_heads``) or ``'auto'`` (every applicable mode on the first step:
+            checks they agree with the loop, keeps the fastest, logs the choice).
+        linear_heads: dotted paths of the linear layers (``Conv*d``/``Linear``) that consume the shared activation,
+            e.g. the three 1x1 convolutions of mmdet3d's ``Anchor3DHead``. With them the per-task gradients are taken
+            at these layers' outputs (a backward through the small loss graph only) and mapped back to the
+            activation through the layers' weights, restricted to the output channels each task uses: the seven box
+            losses of PointPillars read disjoint channels of one convolution, so the nine tasks cost about one
+            convolution backward instead of nine. Every consumer of the activation must be listed; ``'auto'``
+            verifies the result against the loop on the first step.
         problem_dims: leading dims of the activation that index independent problems (replicas), see
             :mod:`graddrop_mtl.methods.base`. Task losses then carry those dims too.
         problem_rng: give every problem its own random stream, seeded from ``seed`` and its id, so that a replica
@@ -96,7 +106,8 @@ class MultiTaskOptimWrapper(OptimWrapper):
     def __init__(self, optimizer, method: Method | Mapping[str, Any] | None = None, shared: str | None = None,
                  tasks: Sequence[str] | Mapping[str, Any] | None = None, grad_mode: str = 'auto',
                  problem_dims: int = 0, problem_rng: bool = False, problem_ids: Sequence[int] | None = None,
-                 seed: int | None = None, stats_interval: int = 1, log_per_task: bool = True, **kwargs) -> None:
+                 seed: int | None = None, stats_interval: int = 1, log_per_task: bool = True,
+                 linear_heads: Sequence[str] | None = None, **kwargs) -> None:
         super().__init__(optimizer, **kwargs)
         if not shared or not isinstance(shared, str):
             raise ValueError('MultiTaskOptimWrapper needs shared="<dotted.module.path>", the module whose output is '
@@ -107,6 +118,9 @@ class MultiTaskOptimWrapper(OptimWrapper):
         self.shared = shared
         self.task_specs = self._parse_tasks(tasks)
         self.grad_mode = grad_mode
+        self.linear_heads = list(linear_heads) if linear_heads else []
+        if grad_mode == 'linear' and not self.linear_heads:
+            raise ValueError("grad_mode='linear' needs linear_heads=[...] (the linear layers on the shared activation)")
         self.problem_dims = int(problem_dims)
         self.stats_interval = max(1, int(stats_interval))
         self.log_per_task = log_per_task
@@ -157,28 +171,40 @@ class MultiTaskOptimWrapper(OptimWrapper):
                 seen[k] = s.name
         return specs
 
-    def _attach(self, model: nn.Module) -> None:
-        module = model.module if is_model_wrapper(model) else model
-        if self._model is module:
-            return
-        for h in self._hooks:
-            h.remove()
+    @staticmethod
+    def _resolve(module: nn.Module, path: str, what: str) -> nn.Module:
         try:
-            shared = module.get_submodule(self.shared)
+            return module.get_submodule(path)
         except AttributeError:
             parent, found = module, []
-            for part in self.shared.split('.'):
+            for part in path.split('.'):
                 if not hasattr(parent, part) or not isinstance(getattr(parent, part), nn.Module):
                     break
                 parent = getattr(parent, part)
                 found.append(part)
             where = '.'.join(found) or type(module).__name__
             children = [n for n, _ in parent.named_children()]
-            raise ValueError(f'shared={self.shared!r}: the model ({type(module).__name__}) has no such module; '
+            raise ValueError(f'{what}={path!r}: the model ({type(module).__name__}) has no such module; '
                              f'the modules under {where!r} are {children}') from None
+
+    def _attach(self, model: nn.Module) -> None:
+        module = model.module if is_model_wrapper(model) else model
+        if self._model is module:
+            return
+        for h in self._hooks:
+            h.remove()
+        shared = self._resolve(module, self.shared, 'shared')
+        heads = []
+        for path in self.linear_heads:
+            head = self._resolve(module, path, 'linear_heads')
+            if not isinstance(head, LINEAR_TYPES):
+                raise TypeError(f'linear_heads: {path!r} is a {type(head).__name__}; only '
+                                f'{[t.__name__ for t in LINEAR_TYPES]} can be mapped back linearly')
+            heads.append(head)
         self._model, self._shared_module = module, shared
         self._hooks = [shared.register_forward_hook(self._shared_hook),
                        module.register_forward_hook(self._loss_hook)]
+        self._hooks += [h.register_forward_hook(self._linear_head_hook) for h in heads]
 
     def _shared_hook(self, module: nn.Module, args, output):
         if not self._capturing or not torch.is_grad_enabled():
@@ -201,6 +227,15 @@ class MultiTaskOptimWrapper(OptimWrapper):
                             f'Tensors, got {type(t).__name__}')
 
         return detach(output)
+
+    def _linear_head_hook(self, module: nn.Module, args, output):
+        if not self._capturing or not torch.is_grad_enabled() or not args:
+            return None
+        for j, act in enumerate(self._capture.detached):
+            if args[0] is act:
+                self._capture.head_calls.append((module, j, output))
+                break
+        return None
 
     def _loss_hook(self, module: nn.Module, args, output):
         if self._capturing and isinstance(output, Mapping):
@@ -257,15 +292,34 @@ class MultiTaskOptimWrapper(OptimWrapper):
             values.append(total * s.weight if s.weight != 1.0 else total)
         return names, values
 
-    def _per_task_grads(self, task_losses: list[Tensor], acts: list[Tensor], create_graph: bool) -> list[Tensor]:
+    def _per_task_grads(self, task_losses: list[Tensor], acts: list[Tensor], create_graph: bool,
+                        head_calls: list) -> list[Tensor]:
         mode = self.grad_mode
         if create_graph:
             mode = 'loop'
         if mode == 'auto':
-            mode = self._choose_grad_mode(task_losses, acts)
+            mode = self._choose_grad_mode(task_losses, acts, head_calls)
+        return self._grads(mode, task_losses, acts, head_calls, create_graph)
+
+    def _grads(self, mode: str, task_losses, acts, head_calls, create_graph: bool = False) -> list[Tensor]:
         if mode == 'batched':
             return self._grads_batched(task_losses, acts)
+        if mode == 'linear':
+            return self._grads_linear(task_losses, acts, head_calls)
         return self._grads_loop(task_losses, acts, create_graph)
+
+    @staticmethod
+    def _grads_linear(task_losses, acts, head_calls) -> list[Tensor]:
+        if not head_calls:
+            raise RuntimeError('linear_heads: none of the listed layers consumed the shared activation')
+        outs = [out for _, _, out in head_calls]
+        grads = [acts[j].new_zeros((len(task_losses),) + tuple(acts[j].shape)) for j in range(len(acts))]
+        for i, loss in enumerate(task_losses):
+            g_outs = torch.autograd.grad(loss.sum(), outs, retain_graph=True, allow_unused=True)
+            for (layer, j, _), g_out in zip(head_calls, g_outs):
+                if g_out is not None:
+                    grads[j][i] += _linear_input_grad(layer, acts[j], g_out)
+        return grads
 
     @staticmethod
     def _grads_loop(task_losses, acts, create_graph=False) -> list[Tensor]:
@@ -280,26 +334,29 @@ class MultiTaskOptimWrapper(OptimWrapper):
         return list(torch.autograd.grad(stacked, acts, grad_outputs=eye, is_grads_batched=True, retain_graph=True,
                                         allow_unused=True, materialize_grads=True))
 
-    def _choose_grad_mode(self, task_losses, acts) -> str:
-        timings = {}
-        results = {}
-        for mode in ('loop', 'batched'):
+    def _choose_grad_mode(self, task_losses, acts, head_calls) -> str:
+        timings: dict[str, float] = {}
+        notes: dict[str, str] = {}
+        reference = None
+        for mode in ['loop', 'batched'] + (['linear'] if self.linear_heads else []):
             start = time.perf_counter()
             try:
-                results[mode] = (self._grads_loop(task_losses, acts) if mode == 'loop'
-                                 else self._grads_batched(task_losses, acts))
-            except RuntimeError as err:   # vmap cannot batch some head operation
-                print_log(f'MultiTaskOptimWrapper: batched per-task gradients failed ({err}); using the loop',
-                          logger='current')
-                self.grad_mode = 'loop'
-                return 'loop'
-            timings[mode] = time.perf_counter() - start
-        agree = all(torch.allclose(a, b, rtol=1e-4, atol=1e-6 * max(1.0, a.abs().max().item()))
-                    for a, b in zip(results['loop'], results['batched']))
-        chosen = 'batched' if agree and timings['batched'] < timings['loop'] else 'loop'
-        print_log(f'MultiTaskOptimWrapper: per-task gradients by loop {timings["loop"]:.3f}s, batched '
-                  f'{timings["batched"]:.3f}s{"" if agree else " (results differ; not used)"}: using {chosen}',
-                  logger='current')
+                result = self._grads(mode, task_losses, acts, head_calls)
+            except RuntimeError as err:   # e.g. vmap cannot batch some head operation
+                notes[mode] = f'failed: {str(err).splitlines()[0][:120]}'
+                continue
+            elapsed = time.perf_counter() - start
+            if reference is None:
+                reference = result
+            else:
+                scale = max(1e-30, max(r.abs().max().item() for r in reference))
+                if not all(torch.allclose(a, b, rtol=1e-4, atol=1e-5 * scale) for a, b in zip(reference, result)):
+                    notes[mode] = 'differs from the loop, not used'
+                    continue
+            timings[mode] = elapsed
+        chosen = min(timings, key=timings.get)
+        report = ', '.join([f'{m} {t:.3f}s' for m, t in timings.items()] + [f'{m} {n}' for m, n in notes.items()])
+        print_log(f'MultiTaskOptimWrapper: per-task gradients by {report}: using {chosen}', logger='current')
         self.grad_mode = chosen
         return chosen
 
@@ -363,7 +420,7 @@ class MultiTaskOptimWrapper(OptimWrapper):
         names, task_losses = self._task_losses(cap.losses)
         acts = cap.detached
         create_graph = self.method.create_graph
-        grads_list = self._per_task_grads(task_losses, acts, create_graph)
+        grads_list = self._per_task_grads(task_losses, acts, create_graph, cap.head_calls)
         loss_values = torch.stack([v.detach() for v in task_losses])
         if not self._all_finite(grads_list, [loss_values]):
             self._skip_step(names, grads_list, loss_values)
@@ -454,3 +511,23 @@ class MultiTaskOptimWrapper(OptimWrapper):
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(method={self.method!r}, shared={self.shared!r}, '
                 f'tasks={[s.name for s in self.task_specs] if self.task_specs else "loss* keys"})')
+
+
+def _linear_input_grad(layer: nn.Module, act: Tensor, grad_out: Tensor) -> Tensor:
+    """The gradient at a linear layer's input for ``grad_out`` at its output, using only the output channels
+    (features for ``Linear``) where ``grad_out`` is non-zero."""
+    channel_dim = -1 if isinstance(layer, nn.Linear) else 1
+    reduce_dims = [d for d in range(grad_out.dim()) if d != channel_dim % grad_out.dim()]
+    used = grad_out.abs().amax(dim=reduce_dims) > 0
+    if not bool(used.any()):
+        return torch.zeros_like(act)
+    idx = used.nonzero().flatten()
+    weight = layer.weight.detach().index_select(0, idx)
+    g = grad_out.index_select(channel_dim % grad_out.dim(), idx)
+    if isinstance(layer, nn.Linear):
+        return g @ weight
+    if layer.groups != 1:
+        raise TypeError(f'linear_heads: grouped convolutions are not supported ({layer})')
+    fn = (torch.nn.grad.conv1d_input if isinstance(layer, nn.Conv1d) else
+          torch.nn.grad.conv2d_input if isinstance(layer, nn.Conv2d) else torch.nn.grad.conv3d_input)
+    return fn(act.shape, weight, g, stride=layer.stride, padding=layer.padding, dilation=layer.dilation)

@@ -1,0 +1,3 @@
+_base_ = ['./pointpillars_mtl_sum_waymoD5-car.py']
+
+optim_wrapper = dict(method=dict(type='PCGrad'))
