@@ -53,12 +53,15 @@ test_evaluator = val_evaluator
 # The shared activation is the neck output (SECONDFPN's 384-channel BEV feature map, input of the head's 1x1 convs).
 # Gradient clipping as in the paper's main results (its value is not given; mmdet3d's PointPillars uses 35).
 optim_wrapper = dict(
-    _delete_=True,
     type='MultiTaskOptimWrapper',
     optimizer=dict(type='Adam', lr=0.0015, betas=(0.9, 0.999)),
     clip_grad=dict(max_norm=35, norm_type=2),
     method=dict(type='Sum'),
     shared='pts_neck',
+    # the head's 1x1 convolutions read the neck output: per-task gradients are taken at their outputs and mapped
+    # back through their weights (see MultiTaskOptimWrapper); 'auto' checks this against the plain loop once.
+    linear_heads=['pts_bbox_head.conv_cls', 'pts_bbox_head.conv_reg', 'pts_bbox_head.conv_dir_cls'],
+    grad_mode='auto',
     stats_interval=10)
 
 # 24 epochs of the D5 split (mmdet3d's 2x); the paper trained 1.28M steps on the full training set.

@@ -133,16 +133,36 @@ def as_task_vector(value: float | list[float] | tuple[float, ...] | Tensor, n_ta
 ActivationFn = Callable[[Tensor], Tensor]
 
 
-def sum_tasks(x: Tensor) -> Tensor:
-    """Sum over dim 0 (tasks) in a fixed order, row by row.
+#: Below this many elements per task, task sums run row by row in a fixed order (see :func:`sum_tasks`).
+SMALL_TASK_TENSOR = 4096
 
-    ``x.sum(0)`` associates differently depending on the trailing shape (a ``[T, 1]`` tensor is reduced along its
-    contiguous dim, a ``[T, N]`` one row by row), so a problem alone and the same problem among others could differ in
-    the last bit. Summing rows in order keeps every problem's result independent of the others.
+
+def sum_tasks(x: Tensor) -> Tensor:
+    """Sum over dim 0 (tasks).
+
+    For small tensors the rows are added one by one in task order: ``x.sum(0)`` associates differently depending on
+    the trailing shape (a ``[T, 1]`` tensor is reduced along its contiguous dim, a ``[T, N]`` one row by row), so a
+    problem alone and the same problem among a few others could differ in the last bit. Large tensors use torch's
+    fused reduction.
     """
+    if x[0].numel() > SMALL_TASK_TENSOR:
+        return x.sum(0)
     out = x[0].clone()
     for row in x[1:]:
         out += row
+    return out
+
+
+def abs_sum_tasks(x: Tensor) -> Tensor:
+    """``sum_i |x_i|`` over dim 0, with the same ordering rule as :func:`sum_tasks` (one fused pass when large)."""
+    out = x[0].abs()
+    if x[0].numel() > SMALL_TASK_TENSOR:   # torch's fused |x|-reductions over dim 0 are several times slower
+        tmp = torch.empty_like(out)
+        for row in x[1:]:
+            out += torch.abs(row, out=tmp)
+        return out
+    for row in x[1:]:
+        out += row.abs()
     return out
 
 

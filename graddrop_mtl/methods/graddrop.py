@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .base import ActivationFn, Method, as_task_vector, check_grads, register_method, sum_tasks, uniform
+from .base import ActivationFn, Method, as_task_vector, check_grads, register_method, abs_sum_tasks, sum_tasks, uniform
 
 
 @register_method
@@ -43,12 +43,15 @@ class GradDrop(Method):
         keep_grad_norm: rescale the result to the L2 norm of the plain sum (what the authors' code does since 2021).
         activation_fn: a custom monotone :math:`f` with :math:`f(1-P) = 1 - f(P)`; overrides ``k``.
         keep_zero: keep elements whose task gradient is exactly zero (see Ties).
-        eps: added to :math:`\sum_i |G_i|` (1e-7 as in the authors' code).
+        eps: added to :math:`\sum_i |G_i|`. The default 0 computes the paper's exact ratio (elements where every
+            gradient is zero get :math:`\mathcal{P} = 1/2`). The authors' lingvo code adds 1e-7, which pulls
+            :math:`\mathcal{P}` toward 1/2 wherever gradients are small compared with it: the per-element
+            gradients at PointPillars' neck output are about 1e-6, where that turns GradDrop into random dropping.
     """
 
     def __init__(self, k: float = 1.0, leak: float | Sequence[float] = 0.0, batch_separated: bool = False,
                  keep_grad_norm: bool = False, activation_fn: ActivationFn | None = None, keep_zero: bool = False,
-                 eps: float = 1e-7) -> None:
+                 eps: float = 0.0) -> None:
         if k < 0:
             raise ValueError(f'GradDrop k must be >= 0, got {k}')
         leaks = [leak] if isinstance(leak, (int, float)) else list(leak)
@@ -85,42 +88,44 @@ class GradDrop(Method):
             signed = self._batch_separated_signal(grads, activation, problem_dims)
         else:
             signed = grads
-        # Positive and negative gradient mass per element; P = pos / (pos + |neg|).
-        pos_mask = signed > 0
-        neg_mask = signed < 0
-        pos_mass = sum_tasks(torch.where(pos_mask, signed, 0))
-        neg_mass = sum_tasks(torch.where(neg_mask, signed, 0))
-        purity = 0.5 * (1.0 + (pos_mass + neg_mass) / (pos_mass - neg_mass + self.eps))
+        # Positive and negative gradient mass per element from two fused reductions over the tasks:
+        # pos = (sum + sum|.|) / 2, neg = (sum - sum|.|) / 2, and P = 1/2 (1 + sum / (sum|.| + eps)).
+        total = sum_tasks(signed)
+        mass = abs_sum_tasks(signed)
+        denom = mass + self.eps if self.eps > 0 else mass.clamp_min(torch.finfo(mass.dtype).tiny)
+        purity = 0.5 * (1.0 + total / denom)
         keep_prob = self.keep_positive_probability(purity)
         n_problems = int(torch.Size(purity.shape[:problem_dims]).numel())
         u = uniform((n_problems,) + tuple(purity.shape[problem_dims:]), generator, device=purity.device,
                     dtype=purity.dtype).reshape(purity.shape)
         keep_pos = keep_prob > u
         keep_neg = keep_prob < u
+        pos_mass = 0.5 * (total + mass)
+        neg_mass = 0.5 * (total - mass)
 
-        # sum_i (l_i + (1 - l_i) M_i) G_i without materialising M_i: the kept part is the sum of the (1 - l_i)
-        # weighted gradients of the surviving sign's tasks.
+        # sum_i (l_i + (1 - l_i) M_i) G_i. Without leaks (and outside the batch-separated variant) this is the
+        # positive mass where the positive sign survives and the negative mass where the negative one does.
         lshape = (n_tasks,) + (1,) * (grads.dim() - 1)
-        if self.batch_separated or self.keep_zero or leak.any():
-            drop = (1.0 - leak).view(lshape)
-            m_pos = (pos_mask & keep_pos).to(grads.dtype)
-            m_neg = (neg_mask & keep_neg).to(grads.dtype)
-            mask = m_pos + m_neg
+        if self.batch_separated or self.keep_zero or bool(leak.any()):
+            # +1 where the positive sign survives, -1 where the negative one does, 0 where neither (f(P) == U)
+            survivor = keep_pos.to(grads.dtype) - keep_neg.to(grads.dtype)
+            mask = ((signed * survivor) > 0).to(grads.dtype)
             if self.keep_zero:
                 mask = mask + (signed == 0).to(grads.dtype)
-            out = sum_tasks(grads * (leak.view(lshape) + drop * mask))
+            out = sum_tasks(grads * (leak.view(lshape) + (1.0 - leak).view(lshape) * mask))
         else:
-            out = torch.where(keep_pos, pos_mass, torch.where(keep_neg, neg_mass, 0))
+            out = torch.where(keep_pos, pos_mass, torch.where(keep_neg, neg_mass, torch.zeros_like(pos_mass)))
         if self.keep_grad_norm:
             out = out * self._norm_ratio(sum_tasks(grads), out, problem_dims)
         if self.collect_stats:
-            kept = (pos_mask & keep_pos) | (neg_mask & keep_neg)
-            nonzero = (pos_mask | neg_mask).flatten(1).sum(1).clamp_min(1)
-            kept_frac = kept.flatten(1).sum(1) / nonzero
+            survivor = keep_pos.to(grads.dtype) - keep_neg.to(grads.dtype)
+            flat = signed.reshape(n_tasks, -1)
+            kept = ((flat * survivor.reshape(1, -1)) > 0).sum(1)
+            nonzero = (flat != 0).sum(1).clamp_min(1)
             self._stats = {
                 'sign_purity': (purity - 0.5).abs().mean().item(),
                 'conflict_frac': ((pos_mass > 0) & (neg_mass < 0)).float().mean().item(),
-                **{f'kept_frac_{i}': float(v) for i, v in enumerate(kept_frac.tolist())},
+                **{f'kept_frac_{i}': float(v) for i, v in enumerate((kept / nonzero).tolist())},
             }
         return out
 
