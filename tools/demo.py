@@ -31,7 +31,6 @@ def parse_args():
     p.add_argument('--val-segments', type=int, default=2)
     p.add_argument('--frames', type=int, default=10)
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--python', default=sys.executable)
     return p.parse_args()
 
 
@@ -41,12 +40,24 @@ def step(msg: str) -> None:
 
 def run(args, cmd: list[str]) -> None:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    proc = subprocess.run([args.python, *cmd], cwd=ROOT, env=env)
+    proc = subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env)
     if proc.returncode != 0:
         sys.exit(f'demo: {" ".join(cmd[:2])} failed (exit {proc.returncode})')
 
 
+def ensure_environment() -> None:
+    """Run tools/setup_env.sh (idempotent) and re-run this script with .venv's Python unless already inside it."""
+    venv_python = osp.join(ROOT, '.venv', 'bin', 'python')
+    if osp.realpath(sys.prefix) == osp.realpath(osp.join(ROOT, '.venv')) or os.environ.get('GRADDROP_NO_SETUP'):
+        return
+    step('0/4 set-up (tools/setup_env.sh; the first run builds mmcv, about 16 minutes)')
+    if subprocess.run(['bash', osp.join(ROOT, 'tools', 'setup_env.sh')]).returncode != 0:
+        sys.exit('demo: tools/setup_env.sh failed')
+    os.execv(venv_python, [venv_python, osp.abspath(__file__), *sys.argv[1:]])
+
+
 def main():
+    ensure_environment()
     args = parse_args()
     start = time.time()
     work = osp.abspath(osp.join(ROOT, args.work_dir))

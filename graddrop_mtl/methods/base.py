@@ -47,7 +47,7 @@ def build_method(cfg: 'Method | Mapping[str, Any]') -> 'Method':
     if name not in METHODS:
         raise KeyError(f'unknown multitask method type {name!r}; registered: {sorted(METHODS)}')
     cls = METHODS[name]
-    params = inspect.signature(cls.__init__).parameters
+    params = {} if cls.__init__ is object.__init__ else inspect.signature(cls.__init__).parameters
     unknown = [k for k in cfg if k not in params]
     if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         raise TypeError(f'{name} got unknown arguments {unknown}; it takes {[p for p in params if p != "self"]}')
@@ -166,17 +166,29 @@ def abs_sum_tasks(x: Tensor) -> Tensor:
     return out
 
 
-def gram_matrix(grads: Tensor, problem_dims: int = 0) -> tuple[Tensor, Tensor]:
-    """Flattened gradients ``[P, T, D]`` and their Gram matrices ``[P, T, T]`` (float64 for the solvers)."""
+def gram_matrix(grads: Tensor, problem_dims: int = 0, chunk: int = 1 << 20) -> tuple[Tensor, Tensor]:
+    """Flattened gradients ``[P, T, D]`` and their Gram matrices ``[P, T, T]`` in float64.
+
+    The products are accumulated in float64 chunk by chunk (``chunk`` elements per task at a time): a float32 Gram
+    matrix of million-element gradients is off by about 1e-4 relative, too much for MGDA's KKT tolerance.
+    """
     flat = flat_per_problem(grads, problem_dims)
-    gram = torch.bmm(flat, flat.transpose(1, 2)).double()
+    if flat.dtype == torch.float64 or flat.shape[-1] <= chunk:
+        part = flat.double()
+        return flat, torch.bmm(part, part.transpose(1, 2))
+    gram = torch.zeros(flat.shape[0], flat.shape[1], flat.shape[1], dtype=torch.float64, device=flat.device)
+    for start in range(0, flat.shape[-1], chunk):
+        part = flat[..., start:start + chunk].double()
+        gram += torch.bmm(part, part.transpose(1, 2))
     return flat, gram
 
 
 def combine_with_coefficients(flat: Tensor, coef: Tensor, like: Tensor) -> Tensor:
     """``sum_i coef[p, i] * flat[p, i]`` for every problem p, reshaped like one task's gradient."""
-    weighted = coef.to(flat.dtype).unsqueeze(-1) * flat          # [P, T, D]
-    return sum_tasks(weighted.transpose(0, 1)).reshape(like.shape[1:])
+    coef = coef.to(flat.dtype)
+    if flat[:, 0].numel() > SMALL_TASK_TENSOR:
+        return torch.einsum('pt,ptd->pd', coef, flat).reshape(like.shape[1:])
+    return sum_tasks((coef.unsqueeze(-1) * flat).transpose(0, 1)).reshape(like.shape[1:])
 
 
 def uniform(shape: tuple[int, ...], generator, *, device: torch.device, dtype: torch.dtype) -> Tensor:

@@ -1,6 +1,7 @@
 """MGDA-UB (Sener & Koltun, 2018): the min-norm point of the convex hull of the task gradients."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -20,10 +21,11 @@ class MGDA(Method):
     *unnormalised* task losses: the trunk receives :math:`\sum_i \alpha_i g_i` and the heads
     :math:`\nabla \sum_i \alpha_i L_i` (:attr:`task_weights` = :math:`\alpha`).
 
-    The quadratic program is solved on the :math:`T \times T` Gram matrix: in closed form for :math:`T = 2`; for
-    more tasks by accelerated projected gradient on the simplex followed by an exact solve of the KKT system on the
-    identified support, until the KKT residual :math:`\lVert \alpha - \Pi_\Delta(\alpha - M\alpha) \rVert_\infty`
-    (Gram matrix scaled to unit mean diagonal) is below ``tol``.
+    The quadratic program is solved on the :math:`T \times T` Gram matrix (accumulated in float64): in closed form
+    for :math:`T = 2` and for one-dimensional gradients; for more tasks by Wolfe's minimum-norm-point algorithm (an
+    exact active-set method), checked by the KKT residual
+    :math:`\lVert \alpha - \Pi_\Delta(\alpha - M\alpha) \rVert_\infty` (Gram matrix scaled to unit mean diagonal),
+    reported as ``kkt_residual`` in :meth:`last_stats`.
     The paper's appendix needed a 100x lower learning rate for MGDA on CelebA.
     """
 
@@ -103,22 +105,6 @@ def kkt_residual(gram: Tensor, alpha: Tensor) -> Tensor:
     return (alpha - _project_simplex(alpha - grad)).abs().amax(-1)
 
 
-def _polish(gram: Tensor, alpha: Tensor) -> Tensor:
-    """Solve the KKT system on the support of ``alpha``: M_SS a_S = lambda 1, sum a_S = 1, a_{not S} = 0."""
-    n_prob, t = alpha.shape
-    support = alpha > 1e-9
-    eye = torch.eye(t, dtype=gram.dtype, device=gram.device).expand(n_prob, -1, -1)
-    sm = support[:, :, None] & support[:, None, :]
-    top = torch.where(sm, gram, torch.where(support[:, :, None], torch.zeros_like(gram), eye))
-    col = torch.where(support, -1.0, 0.0).to(gram.dtype)[:, :, None]
-    row = torch.cat([support.to(gram.dtype), torch.zeros(n_prob, 1, dtype=gram.dtype, device=gram.device)], 1)
-    system = torch.cat([torch.cat([top, col], 2), row[:, None, :]], 1)   # [P, T+1, T+1]
-    rhs = torch.zeros(n_prob, t + 1, 1, dtype=gram.dtype, device=gram.device)
-    rhs[:, -1] = 1.0
-    sol = torch.linalg.lstsq(system.cpu(), rhs.cpu(), driver='gelsd').solution.to(gram.device)[:, :t, 0]
-    return torch.where(support, sol, torch.zeros_like(sol))
-
-
 def min_norm_simplex(gram: Tensor, tol: float = 1e-6, max_iter: int = 2000) -> tuple[Tensor, Tensor]:
     """Minimise ``a^T M a`` over the simplex for each Gram matrix ``M`` in ``gram`` [P, T, T].
 
@@ -138,33 +124,70 @@ def min_norm_simplex(gram: Tensor, tol: float = 1e-6, max_iter: int = 2000) -> t
         a1 = a1.clamp(0.0, 1.0)
         alpha = torch.stack([a1, 1 - a1], -1)
         return alpha, kkt_residual(m, alpha)
-    lip = torch.linalg.eigvalsh(m)[:, -1].clamp_min(1e-12)  # gradient of a^T M a / 2 is M a, Lipschitz lambda_max
-    step = (1.0 / lip)[:, None]
-    alpha = torch.full((n_prob, t), 1.0 / t, dtype=gram.dtype, device=gram.device)
-    y = alpha.clone()
-    mom = torch.ones(n_prob, 1, dtype=gram.dtype, device=gram.device)
-    obj = torch.einsum('pi,pij,pj->p', alpha, m, alpha)
-    residual = kkt_residual(m, alpha)
-    for it in range(1, max_iter + 1):
-        grad = torch.bmm(m, y.unsqueeze(-1)).squeeze(-1)
-        new = _project_simplex(y - step * grad)
-        new_obj = torch.einsum('pi,pij,pj->p', new, m, new)
-        restart = (new_obj > obj)[:, None]          # adaptive restart keeps the objective monotone
-        new = torch.where(restart, alpha, new)
-        new_obj = torch.where(restart[:, 0], obj, new_obj)
-        mom_next = 0.5 * (1 + torch.sqrt(1 + 4 * mom ** 2))
-        mom_next = torch.where(restart, torch.ones_like(mom_next), mom_next)
-        y = new + ((mom - 1) / mom_next) * (new - alpha)
-        alpha, obj, mom = new, new_obj, mom_next
-        if it % 10 == 0 or it == max_iter:
-            residual = kkt_residual(m, alpha)
-            polished = _polish(m, alpha)
-            pol_res = kkt_residual(m, polished)
-            better = ((polished >= -1e-12).all(-1) & ((polished.sum(-1) - 1).abs() < 1e-9) & (pol_res < residual))
-            alpha = torch.where(better[:, None], polished.clamp_min(0.0), alpha)
-            residual = torch.where(better, pol_res, residual)
-            y = torch.where(better[:, None], alpha, y)
-            obj = torch.einsum('pi,pij,pj->p', alpha, m, alpha)
-            if bool((residual <= tol).all()):
+    m_np = m.cpu().numpy()
+    alpha = torch.from_numpy(np.stack([_wolfe_min_norm(m_np[p], tol, max_iter) for p in range(n_prob)]))
+    alpha = alpha.to(device=gram.device, dtype=gram.dtype)
+    return alpha, kkt_residual(m, alpha)
+
+
+def _wolfe_min_norm(gram: np.ndarray, tol: float, max_iter: int) -> np.ndarray:
+    """Wolfe's minimum-norm-point algorithm on the points' Gram matrix (exact active set, finite termination).
+
+    Keeps a corral ``S`` of affinely independent points and the convex weights ``lam`` of the current point
+    ``x = sum lam_i p_i``. Major cycle: add the point minimising ``<x, p_i> = (G lam)_i`` if it improves on
+    ``|x|^2 = lam^T G lam``; minor cycle: move to the affine minimiser of the corral, stepping back to its convex hull
+    and dropping points whose weight reaches zero. Stops when the simplex KKT residual is below ``tol``.
+    """
+    t = gram.shape[0]
+    scale = max(float(np.max(np.abs(np.diag(gram)))), 1e-300)
+    g = gram / scale
+    lam = np.zeros(t)
+    first = int(np.argmin(np.diag(g)))
+    lam[first] = 1.0
+    corral = [first]
+    for _ in range(max_iter):
+        gl = g @ lam
+        norm_sq = float(lam @ gl)
+        w = int(np.argmin(gl))
+        if gl[w] >= norm_sq - 1e-15 or w in corral or _kkt_np(g, lam) <= tol * 1e-3:
+            break
+        corral.append(w)
+        for _ in range(max_iter):                     # minor cycles
+            idx = np.array(corral)
+            sub = g[np.ix_(idx, idx)]
+            k = len(idx)
+            system = np.zeros((k + 1, k + 1))
+            system[:k, :k] = sub
+            system[:k, k] = -1.0
+            system[k, :k] = 1.0
+            rhs = np.zeros(k + 1)
+            rhs[k] = 1.0
+            mu = np.linalg.lstsq(system, rhs, rcond=None)[0][:k]
+            if np.all(mu > 1e-14):
+                lam[:] = 0.0
+                lam[idx] = mu
                 break
-    return alpha, residual
+            cur = lam[idx]
+            neg = mu <= 1e-14
+            theta = np.min(cur[neg] / np.maximum(cur[neg] - mu[neg], 1e-300))
+            theta = float(np.clip(theta, 0.0, 1.0))
+            new = cur + theta * (mu - cur)
+            new[new <= 1e-14] = 0.0
+            lam[:] = 0.0
+            lam[idx] = new
+            corral = [i for i in corral if lam[i] > 0.0]
+            if not corral:                              # numerical safety: restart from the best vertex
+                corral = [first]
+                lam[first] = 1.0
+                break
+    lam = np.clip(lam, 0.0, None)
+    return lam / lam.sum()
+
+
+def _kkt_np(g: np.ndarray, lam: np.ndarray) -> float:
+    v = lam - g @ lam
+    u = np.sort(v)[::-1]
+    css = np.cumsum(u) - 1.0
+    idx = np.arange(1, len(v) + 1)
+    rho = np.nonzero(u - css / idx > 0)[0][-1]
+    return float(np.max(np.abs(lam - np.maximum(v - css[rho] / (rho + 1), 0.0))))

@@ -1,0 +1,103 @@
+"""Independent reference implementations used by the method tests (numpy, float64, written from the papers)."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+
+
+def gen(seed: int) -> torch.Generator:
+    """A fresh CPU generator: the same seed gives the same draws."""
+    return torch.Generator().manual_seed(seed)
+
+
+def project_simplex(v: np.ndarray) -> np.ndarray:
+    """Euclidean projection of one vector onto the probability simplex (Duchi et al. 2008, sort based)."""
+    u = np.sort(v)[::-1]
+    css = np.cumsum(u)
+    rho = max(j for j in range(len(v)) if u[j] - (css[j] - 1.0) / (j + 1) > 0)
+    theta = (css[rho] - 1.0) / (rho + 1)
+    return np.maximum(v - theta, 0.0)
+
+
+def kkt_residual(gram: np.ndarray, alpha: np.ndarray) -> float:
+    """``max |alpha - proj(alpha - M alpha)|`` with M scaled to unit mean diagonal (zero at the minimiser)."""
+    m = gram / max(np.mean(np.diag(gram)), 1e-300)
+    return float(np.max(np.abs(alpha - project_simplex(alpha - m @ alpha))))
+
+
+def min_norm_by_support_enumeration(gram: np.ndarray) -> tuple[np.ndarray, float]:
+    """Exact minimiser of ``a^T M a`` over the simplex by trying every support (small T only).
+
+    For a support S the KKT conditions are ``M_SS a_S = lam 1``, ``sum a_S = 1``, ``a_S >= 0`` and
+    ``(M a)_j >= lam`` outside S; among the supports that satisfy them the smallest objective wins.
+    """
+    t = gram.shape[0]
+    best, best_obj = None, np.inf
+    scale = max(np.abs(gram).max(), 1e-300)
+    for size in range(1, t + 1):
+        for support in itertools.combinations(range(t), size):
+            s = list(support)
+            system = np.zeros((size + 1, size + 1))
+            system[:size, :size] = gram[np.ix_(s, s)]
+            system[:size, size] = -1.0
+            system[size, :size] = 1.0
+            rhs = np.zeros(size + 1)
+            rhs[size] = 1.0
+            sol, *_ = np.linalg.lstsq(system, rhs, rcond=None)
+            if np.abs(system @ sol - rhs).max() > 1e-9 * max(scale, 1.0):
+                continue
+            a = np.zeros(t)
+            a[s] = sol[:size]
+            if a.min() < -1e-12:
+                continue
+            lam = sol[size]
+            if ((gram @ a)[[j for j in range(t) if j not in s]] < lam - 1e-9 * scale).any():
+                continue
+            obj = float(a @ gram @ a)
+            if obj < best_obj - 1e-15 * scale:
+                best, best_obj = a, obj
+    assert best is not None
+    return best, best_obj
+
+
+def pcgrad_reference(g: np.ndarray, others_order: list[list[int]], outer_order: list[int],
+                     iterative: bool) -> np.ndarray:
+    """Yu et al.'s PCGrad on the D-dimensional vectors ``g [T, D]`` with given random orders (float64 loops).
+
+    Plain PCGrad projects a copy of ``g_i`` on the normal plane of every ORIGINAL conflicting ``g_j``; the iterative
+    variant (the paper's appendix A.3) updates the gradients in place, in the task order ``outer_order``.
+    """
+    g = np.asarray(g, dtype=np.float64)
+    if not iterative:
+        out = g.copy()
+        for i in range(len(g)):
+            for j in others_order[i]:
+                dot = out[i] @ g[j]
+                if dot < 0:
+                    out[i] = out[i] - dot / (g[j] @ g[j]) * g[j]
+        return out.sum(0)
+    cur = g.copy()
+    for i in outer_order:
+        for j in others_order[i]:
+            dot, sq = cur[i] @ cur[j], cur[j] @ cur[j]
+            if dot < 0 and sq > 0:
+                cur[i] = cur[i] - dot / sq * cur[j]
+    return cur.sum(0)
+
+
+def pcgrad_orders(seed: int, n_tasks: int, iterative: bool) -> tuple[list[list[int]], list[int]]:
+    """The random orders PCGrad draws from ``torch.Generator().manual_seed(seed)`` for one problem.
+
+    Mirrors the documented draw of :func:`graddrop_mtl.methods.pcgrad_coefficients`: one uniform [T, T] matrix whose
+    row i, with the diagonal sorted last, orders task i's other tasks; for the iterative variant a second uniform [T]
+    vector orders the tasks.
+    """
+    g = gen(seed)
+    others = torch.rand((1, n_tasks, n_tasks), generator=g, dtype=torch.float32)
+    others.diagonal(dim1=1, dim2=2).fill_(2.0)
+    order = others.argsort(-1)[0, :, :-1].tolist()
+    outer = torch.rand((1, n_tasks), generator=g, dtype=torch.float32).argsort(-1)[0].tolist() if iterative \
+        else list(range(n_tasks))
+    return order, outer

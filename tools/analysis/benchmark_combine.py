@@ -1,0 +1,298 @@
+"""Time our multitask ``combine`` against TorchJD's aggregators and LibMTL's weightings on the same gradients.
+
+Every implementation gets the same stacked per-task gradients at a shared activation, ``grads [T, *A.shape]``:
+
+* ours: ``graddrop_mtl.methods`` on the native shape (``GradDrop``, ``RandomGradDrop``, ``PCGrad``, ``MGDA``),
+  statistics collection off (the wrapper collects them only every ``stats_interval`` steps);
+* TorchJD (``torchjd.aggregation``): aggregators work on a ``[T, D]`` matrix, so they get the flattened view
+  ``grads.reshape(T, -1)`` (a view, no copy). ``GradDrop()``; RandomGradDrop is ``GradDrop(f=lambda P: 1/2)``;
+  ``PCGrad()``; ``MGDA()`` (its Frank-Wolfe solver, default ``epsilon=1e-3, max_iters=100``);
+* LibMTL 1.1.5 (``LibMTL.weighting``): its weightings are ``nn.Module`` mixins of a trainer that computes the
+  per-task gradients itself. The weighting modules are imported on their own (``LibMTL/__init__`` imports
+  torchvision models, which are not needed), and the gradient hooks of ``AbsWeighting`` are replaced by the given
+  gradients: ``PCGrad`` and ``MGDA`` on the flattened ``[T, D]`` matrix (``rep_grad=False``; the result is stored
+  instead of being written into parameters), ``GradDrop`` on the per-example gradients ``[T, B, ...]`` with
+  ``rep_grad=True`` (its only mode), where it always multiplies by ``sign(input)`` and sums over the batch: that is
+  our batch-separated variant, so it is timed against ``GradDrop(batch_separated=True)``. Its final
+  ``rep.backward(g)`` on a leaf activation is included (one accumulate into ``.grad``).
+
+Shapes: a PointPillars-like activation ``[T=9, 2, 384, 160, 160]`` (``--pp-size 80`` for ``[9, 2, 384, 80, 80]``)
+and a CelebA-like ``[T=40, 8, 512, 8, 8]``. Gradients are Gaussian plus a shared component (so that tasks partly
+agree and MGDA's weights have a non-trivial support), float32.
+
+Peers are not dependencies of the project: install them into a throwaway folder and point the script at it::
+
+    python -m pip install --target /tmp/peers torchjd --no-deps
+    python -m pip download libmtl==1.1.5 --no-deps -d /tmp/peers_dl
+    python tools/analysis/benchmark_combine.py --peers-path /tmp/peers \
+        --libmtl /tmp/peers_dl/LibMTL-1.1.5-py3-none-any.whl
+
+The table gives the best wall time of ``--repeats`` calls after one warm-up call (the minimum: on a shared
+machine other processes only add time), and ``vs best peer`` = ours /
+fastest available peer (below 1: ours is faster). ``--check`` also prints how far each implementation's MGDA weights
+are from the simplex QP's optimum (KKT residual on the Gram matrix scaled to unit mean diagonal; 0 at the optimum).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import importlib.metadata
+import os
+import sys
+import time
+import types
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+SHAPES = {
+    'pointpillars': (9, 2, 384, 160, 160),
+    'celeba': (40, 8, 512, 8, 8),
+}
+
+
+@dataclass
+class Row:
+    """One line of the result table."""
+
+    method: str
+    shape: str
+    times_ms: dict[str, float | None] = field(default_factory=dict)   # impl -> best ms (None: not available)
+    notes: list[str] = field(default_factory=list)
+
+
+# -- peers -------------------------------------------------------------------------------------------------------
+def load_torchjd(peers_path: str | None) -> types.ModuleType | None:
+    """``torchjd.aggregation`` from ``peers_path`` (prepended to sys.path) or the environment; None if absent."""
+    if peers_path:
+        sys.path.insert(0, os.path.abspath(peers_path))
+    try:
+        return importlib.import_module('torchjd.aggregation')
+    except ImportError as exc:
+        print(f'[torchjd] not importable ({exc}); its column stays empty', file=sys.stderr)
+        return None
+
+
+def load_libmtl(location: str | None) -> dict[str, type] | None:
+    """LibMTL's GradDrop / PCGrad / MGDA weighting classes, imported without ``LibMTL/__init__``.
+
+    ``location`` is LibMTL's wheel, a folder holding the ``LibMTL`` package, or the package folder itself.
+    The parent packages ``LibMTL`` and ``LibMTL.weighting`` are created empty with the right ``__path__``, so that
+    only ``abstract_weighting`` and the three method modules execute (they import torch and numpy only).
+    """
+    if not location:
+        return None
+    location = os.path.abspath(location)
+    if location.endswith('.whl'):
+        if not os.path.isfile(location):
+            raise FileNotFoundError(f'--libmtl: no such wheel {location}')
+        pkg_dir = os.path.join(location, 'LibMTL')       # zipimport resolves paths inside the archive
+    elif os.path.isdir(os.path.join(location, 'LibMTL')):
+        pkg_dir = os.path.join(location, 'LibMTL')
+    elif os.path.isfile(os.path.join(location, 'weighting', 'abstract_weighting.py')):
+        pkg_dir = location
+    else:
+        raise FileNotFoundError(f'--libmtl: {location} is neither LibMTL\'s wheel nor a folder with LibMTL/weighting')
+    for name, path in (('LibMTL', pkg_dir), ('LibMTL.weighting', os.path.join(pkg_dir, 'weighting'))):
+        module = types.ModuleType(name)
+        module.__path__ = [path]
+        sys.modules[name] = module
+    try:
+        return {name: getattr(importlib.import_module(f'LibMTL.weighting.{name}'), name)
+                for name in ('GradDrop', 'PCGrad', 'MGDA')}
+    except ImportError as exc:
+        print(f'[libmtl] weighting modules not importable from {pkg_dir} ({exc}); its column stays empty',
+              file=sys.stderr)
+        return None
+
+
+def libmtl_flat_method(cls: type, grads_flat: Tensor) -> torch.nn.Module:
+    """A LibMTL weighting (``rep_grad=False``) whose gradient hooks return ``grads_flat [T, D]``."""
+    n_tasks, dim = grads_flat.shape
+
+    class Harness(cls):  # type: ignore[misc, valid-type]
+        def _compute_grad_dim(self) -> None:
+            self.grad_dim = dim
+
+        def _compute_grad(self, losses, mode, rep_grad=False):
+            return grads_flat
+
+        def _reset_grad(self, new_grads: Tensor) -> None:
+            self.result = new_grads
+
+    method = Harness()
+    method.task_num, method.device, method.rep_grad = n_tasks, grads_flat.device, False
+    return method
+
+
+def libmtl_rep_method(cls: type, grads: Tensor, activation: Tensor) -> torch.nn.Module:
+    """A LibMTL weighting on representation gradients (``rep_grad=True``) of ``activation [B, ...]``."""
+
+    class Harness(cls):  # type: ignore[misc, valid-type]
+        def _compute_grad(self, losses, mode, rep_grad=False):
+            return grads
+
+    method = Harness()
+    method.task_num, method.device, method.rep_grad = grads.shape[0], grads.device, True
+    method.rep = activation.detach().clone().requires_grad_(True)
+    return method
+
+
+# -- timing -------------------------------------------------------------------------------------------------------
+def time_call(fn: Callable[[], object], repeats: int) -> float:
+    """Best (minimum) wall time in ms of ``repeats`` calls after one warm-up call.
+
+    The minimum, not the mean, because the machine is shared: other processes only ever add time."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return min(times)
+
+
+def make_inputs(shape: tuple[int, ...], seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients ``[T, *A]`` (Gaussian + 0.5 x a shared component), the activation ``A`` and task losses [T]."""
+    gen = torch.Generator().manual_seed(seed)
+    grads = torch.randn(shape, generator=gen)
+    grads.add_(torch.randn(shape[1:], generator=gen), alpha=0.5)
+    activation = torch.randn(shape[1:], generator=gen)
+    losses = torch.rand(shape[0], generator=gen) + 0.5
+    return grads, activation, losses
+
+
+def mgda_residual(gram: Tensor, alpha: Tensor) -> float:
+    from graddrop_mtl.methods.mgda import kkt_residual
+    gram = gram.double()
+    m = gram / gram.diagonal().mean()
+    return float(kkt_residual(m[None], alpha.double().reshape(1, -1))[0])
+
+
+def benchmark_shape(name: str, shape: tuple[int, ...], tjd, libmtl, repeats: int, check: bool) -> list[Row]:
+    from graddrop_mtl.methods import MGDA, GradDrop, PCGrad, RandomGradDrop
+
+    grads, activation, losses = make_inputs(shape, seed=0)
+    flat = grads.reshape(shape[0], -1)
+    label = f'{name} [{", ".join(map(str, shape))}]'
+    rows: list[Row] = []
+    generator = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)                                  # the peers draw from the global RNG
+
+    def ours(method):
+        if hasattr(method, 'collect_stats'):
+            method.collect_stats = False
+        return lambda **kw: method.combine(grads, activation=activation, losses=losses, generator=generator, **kw)
+
+    loss_list = [l.clone() for l in losses]
+
+    def libmtl_rep_call(m):
+        def run():
+            m.rep.grad = None
+            m.backward(loss_list, leak=0.0)
+        return run
+
+    specs: list[tuple[str, Callable, dict[str, Callable | None]]] = [
+        ('GradDrop', ours(GradDrop()), {
+            'torchjd': (lambda a=tjd.GradDrop(): a(flat)) if tjd else None,
+            'libmtl': None}),
+        ('GradDrop batch-separated', ours(GradDrop(batch_separated=True)), {
+            'torchjd': None,
+            'libmtl': libmtl_rep_call(libmtl_rep_method(libmtl['GradDrop'], grads, activation)) if libmtl else None}),
+        ('RandomGradDrop', ours(RandomGradDrop()), {
+            'torchjd': (lambda a=tjd.GradDrop(f=lambda p: torch.full_like(p, 0.5)): a(flat)) if tjd else None,
+            'libmtl': None}),
+        ('PCGrad', ours(PCGrad()), {
+            'torchjd': (lambda a=tjd.PCGrad(): a(flat)) if tjd else None,
+            'libmtl': (lambda m=libmtl_flat_method(libmtl['PCGrad'], flat): m.backward(loss_list))
+            if libmtl else None}),
+        ('MGDA', ours(MGDA()), {
+            'torchjd': (lambda a=tjd.MGDA(): a(flat)) if tjd else None,
+            'libmtl': (lambda m=libmtl_flat_method(libmtl['MGDA'], flat): m.backward(loss_list, mgda_gn='none'))
+            if libmtl else None}),
+    ]
+    for method, ours_fn, peers in specs:
+        row = Row(method, label)
+        row.times_ms['ours'] = time_call(ours_fn, repeats)
+        for peer, fn in peers.items():
+            row.times_ms[peer] = time_call(fn, repeats) if fn is not None else None
+        rows.append(row)
+        print(f'  {method:26s} {label}: ' + ', '.join(f'{k} {v:.1f} ms' for k, v in row.times_ms.items()
+                                                        if v is not None), file=sys.stderr, flush=True)
+        gc.collect()
+
+    if check:
+        gram = flat.double() @ flat.double().T
+        ours_mgda = MGDA()
+        ours_mgda.combine(grads)
+        report = {'ours': mgda_residual(gram, ours_mgda.task_weights)}
+        if tjd:
+            report['torchjd'] = mgda_residual(gram, tjd.MGDAWeighting()(flat @ flat.T))
+        if libmtl:
+            m = libmtl_flat_method(libmtl['MGDA'], flat)
+            report['libmtl'] = mgda_residual(gram, torch.as_tensor(m.backward(loss_list, mgda_gn='none')))
+        rows[-1].notes.append('KKT residual ' + ', '.join(f'{k} {v:.1e}' for k, v in report.items()))
+    return rows
+
+
+def format_table(rows: list[Row], peers: list[str]) -> str:
+    header = ['method', 'shape', 'ours ms'] + [f'{p} ms' for p in peers] + ['ours / best peer']
+    lines = [header]
+    for row in rows:
+        peer_times = [row.times_ms.get(p) for p in peers]
+        available = [t for t in peer_times if t is not None]
+        ratio = f'{row.times_ms["ours"] / min(available):.2f}' if available else 'n/a'
+        lines.append([row.method, row.shape, f'{row.times_ms["ours"]:.1f}']
+                     + [f'{t:.1f}' if t is not None else 'n/a' for t in peer_times] + [ratio])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = ['| ' + ' | '.join(cell.ljust(w) for cell, w in zip(line, widths)) + ' |' for line in lines]
+    out.insert(1, '|' + '|'.join('-' * (w + 2) for w in widths) + '|')
+    notes = [f'- {row.method}, {row.shape}: {note}' for row in rows for note in row.notes]
+    return '\n'.join(out + ([''] + notes if notes else []))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--shapes', nargs='+', default=list(SHAPES), choices=list(SHAPES),
+                        help='which activation shapes to run')
+    parser.add_argument('--pp-size', type=int, default=160, choices=(80, 160),
+                        help='BEV grid size of the PointPillars-like shape (80 quarters the memory)')
+    parser.add_argument('--peers-path', default=None,
+                        help='a folder (pip install --target) holding torchjd; prepended to sys.path')
+    parser.add_argument('--libmtl', default=None,
+                        help="LibMTL 1.1.5's wheel, or a folder holding the LibMTL package")
+    parser.add_argument('--repeats', type=int, default=3, help='timed calls per cell (the best is reported)')
+    parser.add_argument('--threads', type=int, default=1,
+                        help='torch intra-op threads (default 1: steadier timings on a shared machine)')
+    parser.add_argument('--check', action='store_true', help='also report the MGDA solutions\' KKT residuals')
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    tjd = load_torchjd(args.peers_path)
+    libmtl = load_libmtl(args.libmtl)
+    peers = ['torchjd', 'libmtl']
+    rows: list[Row] = []
+    for name in args.shapes:
+        shape = SHAPES[name]
+        if name == 'pointpillars':
+            shape = shape[:3] + (args.pp_size, args.pp_size)
+        rows += benchmark_shape(name, shape, tjd, libmtl, args.repeats, args.check)
+    versions = [f'torch {torch.__version__}', f'{args.threads} thread(s)']
+    if tjd is not None:
+        versions.append(f'torchjd {importlib.metadata.version("torchjd")}')
+    if libmtl is not None:
+        versions.append('LibMTL 1.1.5 weighting modules')
+    print(f'# combine() wall time, best of {args.repeats} (after 1 warm-up); ' + ', '.join(versions))
+    print(format_table(rows, peers))
+
+
+if __name__ == '__main__':
+    main()
