@@ -1,0 +1,3 @@
+# Table 5 leak sweep: l_source (ImageNet) = 0.0, l_transfer (CIFAR-100) = 1.0; otherwise the default GradDrop config.
+_base_ = './cifar100_transfer_graddrop.py'
+optim_wrapper = dict(method=dict(leak=[0.0, 1.0]))
