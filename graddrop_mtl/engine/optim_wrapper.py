@@ -313,13 +313,15 @@ class MultiTaskOptimWrapper(OptimWrapper):
         if not head_calls:
             raise RuntimeError('linear_heads: none of the listed layers consumed the shared activation')
         outs = [out for _, _, out in head_calls]
-        grads = [acts[j].new_zeros((len(task_losses),) + tuple(acts[j].shape)) for j in range(len(acts))]
+        per_act: list[list[Tensor | None]] = [[None] * len(task_losses) for _ in acts]
         for i, loss in enumerate(task_losses):
             g_outs = torch.autograd.grad(loss.sum(), outs, retain_graph=True, allow_unused=True)
             for (layer, j, _), g_out in zip(head_calls, g_outs):
                 if g_out is not None:
-                    grads[j][i] += _linear_input_grad(layer, acts[j], g_out)
-        return grads
+                    g = _linear_input_grad(layer, acts[j], g_out)
+                    per_act[j][i] = g if per_act[j][i] is None else per_act[j][i] + g
+        return [torch.stack([g if g is not None else torch.zeros_like(acts[j]) for g in per_act[j]])
+                for j in range(len(acts))]
 
     @staticmethod
     def _grads_loop(task_losses, acts, create_graph=False) -> list[Tensor]:
@@ -399,11 +401,16 @@ class MultiTaskOptimWrapper(OptimWrapper):
                 self._generator_state = None
         return self.generator
 
-    def _all_finite(self, grads: list[Tensor], losses: list[Tensor]) -> bool:
-        finite = all(bool(torch.isfinite(g).all()) for g in grads) and all(bool(torch.isfinite(v).all())
-                                                                            for v in losses)
+    @staticmethod
+    def _task_norms(grads: list[Tensor]) -> Tensor:
+        """Per-task L2 norms over all shared activations (non-finite iff a gradient holds inf or nan)."""
+        sq = sum(torch.linalg.vector_norm(g.detach().reshape(g.shape[0], -1), dim=1).double() ** 2 for g in grads)
+        return sq.sqrt()
+
+    def _all_finite(self, norms: Tensor, losses: Tensor) -> bool:
+        finite = bool(torch.isfinite(norms).all()) and bool(torch.isfinite(losses).all())
         if torch_dist.is_available() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
-            flag = torch.tensor([0.0 if finite else 1.0], device=grads[0].device)
+            flag = torch.tensor([0.0 if finite else 1.0], device=losses.device)
             torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
             finite = bool(flag.item() == 0.0)
         return finite
@@ -422,8 +429,9 @@ class MultiTaskOptimWrapper(OptimWrapper):
         create_graph = self.method.create_graph
         grads_list = self._per_task_grads(task_losses, acts, create_graph, cap.head_calls)
         loss_values = torch.stack([v.detach() for v in task_losses])
-        if not self._all_finite(grads_list, [loss_values]):
-            self._skip_step(names, grads_list, loss_values)
+        norms = self._task_norms(grads_list)
+        if not self._all_finite(norms, loss_values):
+            self._skip_step(names, norms, loss_values)
             return
         grads, activation = self._flatten(grads_list, acts)
         self._steps += 1
@@ -448,14 +456,14 @@ class MultiTaskOptimWrapper(OptimWrapper):
         roots = list(cap.originals) + [head_loss * scale]
         torch.autograd.backward(roots, [g * scale for g in trunk_grads] + [None])
         self._inner_count += 1
-        self._log(names, grads, loss_values, weights)
+        self._log(names, norms, weights)
         if self.should_update():
             self.step(**(step_kwargs or {}))
             self.zero_grad(**(zero_kwargs or {}))
 
-    def _skip_step(self, names, grads_list, loss_values) -> None:
-        bad = [n for i, n in enumerate(names) if not (bool(torch.isfinite(loss_values[i]).all())
-                                                      and all(bool(torch.isfinite(g[i]).all()) for g in grads_list))]
+    def _skip_step(self, names, norms: Tensor, loss_values: Tensor) -> None:
+        bad = [n for i, n in enumerate(names)
+               if not (bool(torch.isfinite(loss_values[i]).all()) and bool(torch.isfinite(norms[i])))]
         self.skipped_steps += 1
         warnings.warn(f'MultiTaskOptimWrapper: non-finite loss or gradient at the shared activation for tasks '
                       f'{bad or "(on another rank)"}; step skipped, nothing updated '
@@ -464,7 +472,7 @@ class MultiTaskOptimWrapper(OptimWrapper):
         self.zero_grad()
         self.message_hub.update_scalar('train/mtl/skipped_steps', self.skipped_steps)
 
-    def _log(self, names, grads: Tensor, losses: Tensor, weights: Tensor | None) -> None:
+    def _log(self, names, norms: Tensor, weights: Tensor | None) -> None:
         hub = self.message_hub
         stats = self.method.last_stats()
         for key, value in stats.items():
@@ -475,7 +483,7 @@ class MultiTaskOptimWrapper(OptimWrapper):
                 hub.update_scalar(f'train/mtl/{key}', value)
         hub.update_scalar('train/mtl/skipped_steps', self.skipped_steps)
         if self.log_per_task:
-            norms = grads.detach().flatten(1).norm(dim=1).tolist()
+            norms = norms.tolist()
             w = weights.reshape(len(names), -1).mean(1).tolist() if weights is not None else None
             for i, name in enumerate(names):
                 hub.update_scalar(f'train/mtl/grad_norm/{name}', norms[i])
