@@ -13,7 +13,7 @@ multitask methods           :data:`MTL_METHODS` (mirror of              ``method
 sine / CelebA / CIFAR-100   :data:`MODELS`, :data:`DATASETS`,           ``default_scope='graddrop_mtl'``
 models, datasets, metrics   :data:`METRICS` (scope ``graddrop_mtl``)
 PointPillars MTL head,      mmdet3d's ``MODELS`` / ``METRICS`` /        ``default_scope='mmdet3d'`` and
-Waymo metric, transforms    ``TRANSFORMS``                              ``custom_imports=dict(imports=['graddrop_mtl.det3d'])``
+Waymo metric, transforms    ``TRANSFORMS``                              ``imports=['graddrop_mtl.det3d.models', 'graddrop_mtl.det3d.evaluation']``
 ==========================  ==========================================  ============================================
 
 Every config also writes ``custom_imports=dict(imports=['graddrop_mtl'], allow_failed_imports=False)``; modules of

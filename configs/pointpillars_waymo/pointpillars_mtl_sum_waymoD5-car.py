@@ -9,7 +9,8 @@ _base_ = [
     'mmdet3d::_base_/datasets/waymoD5-3d-3class.py',
     'mmdet3d::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['graddrop_mtl', 'graddrop_mtl.det3d'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['graddrop_mtl', 'graddrop_mtl.det3d.models', 'graddrop_mtl.det3d.evaluation'], allow_failed_imports=False)
 
 class_names = ['Car']
 metainfo = dict(classes=class_names)

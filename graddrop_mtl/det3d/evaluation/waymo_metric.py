@@ -1,6 +1,6 @@
 """``WaymoAPMetric``: Waymo 3D and BEV AP/APH for mmdet3d evaluators, without the Bazel-built binary.
 
-Use it in any Waymo config (with ``custom_imports=dict(imports=['graddrop_mtl.det3d'], ...)``)::
+Use it in any Waymo config (with ``custom_imports=dict(imports=['graddrop_mtl.det3d.evaluation'], ...)``)::
 
     val_evaluator = dict(type='WaymoAPMetric', ann_file='data/waymo/kitti_format/waymo_infos_val.pkl',
                          backend='auto')
