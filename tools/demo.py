@@ -26,7 +26,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--work-dir', default='work_dirs/demo')
     p.add_argument('--config', default=DEFAULT_CONFIG)
-    p.add_argument('--iters', type=int, default=300)
+    p.add_argument('--iters', type=int, default=200)
     p.add_argument('--train-segments', type=int, default=8)
     p.add_argument('--val-segments', type=int, default=2)
     p.add_argument('--frames', type=int, default=10)
@@ -77,7 +77,8 @@ def main():
             f'val_dataloader.dataset.data_root={kitti}', f'test_dataloader.dataset.data_root={kitti}',
             f'val_evaluator.ann_file={kitti}waymo_infos_val.pkl', f'test_evaluator.ann_file={kitti}waymo_infos_val.pkl',
             f'train_cfg.max_iters={args.iters}', f'train_cfg.val_interval={args.iters}',
-            f'default_hooks.checkpoint.interval={args.iters}']
+            f'default_hooks.checkpoint.interval={args.iters}', f'param_scheduler.1.end={args.iters}',
+            f'param_scheduler.1.T_max={args.iters - 20}']
     run(args, ['tools/train.py', args.config, '--work-dir', train_dir, '--cfg-options', *opts])
     ckpt = osp.join(train_dir, f'iter_{args.iters}.pth')
 

@@ -16,7 +16,7 @@ def box_corners_bev(boxes: np.ndarray) -> np.ndarray:
 
 
 def draw_bev(path: str, points: np.ndarray, gt_boxes: np.ndarray, pred_boxes: np.ndarray,
-             pred_scores: np.ndarray | None = None, extent: float = 25.6, score_thr: float = 0.3,
+             pred_scores: np.ndarray | None = None, extent: float = 19.2, score_thr: float = 0.3,
              title: str = '') -> str:
     """Save a BEV picture: points (grey), ground truth (green), predictions above ``score_thr`` (red, heading
     drawn as a line from the centre to the front)."""

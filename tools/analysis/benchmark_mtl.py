@@ -1,0 +1,135 @@
+"""Time per training iteration of every multitask method, relative to the ``Sum()`` baseline.
+
+    python tools/analysis/benchmark_mtl.py                      # reduced PointPillars (9 tasks) and CelebA net (40)
+    python tools/analysis/benchmark_mtl.py --models pointpillars --iters 5
+    python tools/analysis/benchmark_mtl.py --combine            # also our combine() vs TorchJD / LibMTL
+                                                                # (tools/analysis/benchmark_combine.py)
+
+Each model is built from its experiment's config and trained with the stock ``train_step`` on a fixed synthetic
+batch; the optim wrapper is rebuilt per method from the config with only ``method`` changed. Reported: median
+wall-clock and process CPU seconds per iteration (after warm-up iterations), and both divided by the ``Sum``
+baseline through the same wrapper; ``plain`` is mmengine's ``OptimWrapper`` with ``loss.backward()`` (no per-task
+gradients at all). CPU time is the robust figure on a shared machine.
+"""
+from __future__ import annotations
+
+import argparse
+import os.path as osp
+import statistics
+import sys
+import time
+
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+METHODS = {
+    'Sum': dict(type='Sum'),
+    'GradDrop': dict(type='GradDrop'),
+    'RandomGradDrop': dict(type='RandomGradDrop'),
+    'PCGrad': dict(type='PCGrad'),
+    'MGDA': dict(type='MGDA', normalization='loss+'),
+    'GradNorm': dict(type='GradNorm'),
+    'GradNorm+GradDrop': dict(type='Compose', weighting=dict(type='GradNorm'), then=dict(type='GradDrop')),
+    'GradPenalty': dict(type='GradPenalty', weight=0.01),
+}
+
+
+def pointpillars():
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    import graddrop_mtl.det3d.models  # noqa: F401
+    from mmdet3d.registry import MODELS
+    from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
+    from mmengine.structures import InstanceData
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/pointpillars_waymo/pointpillars_mtl_sum_reduced-car.py'))
+    init_default_scope('mmdet3d')
+    model = MODELS.build(cfg.model)
+    g = torch.Generator().manual_seed(0)
+    inputs, samples = [], []
+    for _ in range(2):
+        inputs.append(torch.rand(20000, 5, generator=g) * torch.tensor([51.2, 51.2, 4, 1, 1])
+                      - torch.tensor([25.6, 25.6, 2, 0, 0]))
+        s = Det3DDataSample()
+        gt = InstanceData()
+        centres = torch.rand(8, 2, generator=g) * 40 - 20
+        boxes = torch.cat([centres, torch.full((8, 1), -1.0), torch.tensor([[4.5, 2.0, 1.6]]).repeat(8, 1),
+                           torch.rand(8, 1, generator=g) * 3], 1)
+        gt.bboxes_3d = LiDARInstance3DBoxes(boxes)
+        gt.labels_3d = torch.zeros(8, dtype=torch.long)
+        s.gt_instances_3d = gt
+        s.set_metainfo(dict(box_type_3d=LiDARInstance3DBoxes))
+        samples.append(s)
+    return model, cfg.optim_wrapper, dict(inputs=dict(points=inputs), data_samples=samples)
+
+
+def celeba():
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    import graddrop_mtl.models  # noqa: F401
+    from graddrop_mtl.registry import MODELS
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/celeba/celeba_sum.py'))
+    init_default_scope('graddrop_mtl')
+    model = MODELS.build(cfg.model)
+    g = torch.Generator().manual_seed(0)
+    images = [(torch.rand(3, 64, 64, generator=g) * 255).to(torch.uint8) for _ in range(8)]
+    from mmengine.structures import BaseDataElement
+    samples = []
+    for _ in range(8):
+        s = BaseDataElement()
+        s.set_data(dict(gt_label=(torch.rand(40, generator=g) > 0.5).float()))
+        samples.append(s)
+    return model, cfg.optim_wrapper, dict(inputs=images, data_samples=samples)
+
+
+def time_method(model, wrapper_cfg, data, method, iters: int, warmup: int):
+    from mmengine.optim import OptimWrapper, build_optim_wrapper
+    if method is None:
+        wrapper = OptimWrapper(torch.optim.Adam(model.parameters(), lr=1e-4))
+    else:
+        cfg = dict(wrapper_cfg)
+        cfg['method'] = method
+        wrapper = build_optim_wrapper(model, cfg)
+    walls, cpus = [], []
+    for i in range(warmup + iters):
+        w0, c0 = time.perf_counter(), time.process_time()
+        model.train_step(data, wrapper)
+        if i >= warmup:
+            walls.append(time.perf_counter() - w0)
+            cpus.append(time.process_time() - c0)
+    return statistics.median(walls), statistics.median(cpus), getattr(wrapper, 'grad_mode', '-')
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--models', nargs='+', default=['pointpillars', 'celeba'], choices=['pointpillars', 'celeba'])
+    p.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
+    p.add_argument('--iters', type=int, default=3)
+    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--combine', action='store_true', help='also run benchmark_combine.py (peers)')
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    for name in args.models:
+        model, wrapper_cfg, data = {'pointpillars': pointpillars, 'celeba': celeba}[name]()
+        rows = [('plain OptimWrapper', *time_method(model, wrapper_cfg, data, None, args.iters, args.warmup))]
+        for m in args.methods:
+            rows.append((m, *time_method(model, wrapper_cfg, data, METHODS[m], args.iters, args.warmup)))
+        base = next(r for r in rows if r[0] == 'Sum')
+        print(f'\n{name}: {args.iters} timed iterations after {args.warmup} warm-up, {args.threads} threads')
+        print(f'| method | grad mode | wall s/iter | CPU s/iter | wall / Sum | CPU / Sum |')
+        print('|---|---|---|---|---|---|')
+        for label, wall, cpu, mode in rows:
+            print(f'| {label} | {mode} | {wall:.3f} | {cpu:.3f} | {wall / base[1]:.2f} | {cpu / base[2]:.2f} |')
+        sys.stdout.flush()
+    if args.combine:
+        import runpy
+        sys.argv = [osp.join(ROOT, 'tools/analysis/benchmark_combine.py')]
+        runpy.run_path(sys.argv[0], run_name='__main__')
+
+
+if __name__ == '__main__':
+    main()
