@@ -18,14 +18,17 @@ def box_corners_bev(boxes: np.ndarray) -> np.ndarray:
 def draw_bev(path: str, points: np.ndarray, gt_boxes: np.ndarray, pred_boxes: np.ndarray,
              pred_scores: np.ndarray | None = None, extent: float = 19.2, score_thr: float = 0.3,
              title: str = '') -> str:
-    """Save a BEV picture: points (grey), ground truth (green), predictions above ``score_thr`` (red, heading
+    """Save a BEV picture: ground points (grey), points above the ground (black), ground truth (green), predictions above ``score_thr`` (red, heading
     drawn as a line from the centre to the front)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 7))
     pts = points[(np.abs(points[:, 0]) < extent) & (np.abs(points[:, 1]) < extent)]
-    ax.scatter(pts[:, 0], pts[:, 1], s=0.2, c='0.55', linewidths=0)
+    ground = np.percentile(pts[:, 2], 30) if len(pts) else 0.0
+    above = pts[:, 2] > ground + 0.3                     # object points stand out from the ground rings
+    ax.scatter(pts[~above, 0], pts[~above, 1], s=0.2, c='0.7', linewidths=0)
+    ax.scatter(pts[above, 0], pts[above, 1], s=1.0, c='k', linewidths=0)
     for corners in box_corners_bev(gt_boxes):
         ax.fill(corners[:, 0], corners[:, 1], fill=False, ec='tab:green', lw=1.6)
     keep = np.ones(len(pred_boxes), bool) if pred_scores is None else np.asarray(pred_scores) >= score_thr

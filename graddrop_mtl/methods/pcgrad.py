@@ -48,6 +48,9 @@ def pcgrad_coefficients(gram: Tensor, *, iterative: bool = False,
     if n_tasks < 2:
         return coef
     rows = torch.arange(n_prob, device=gram.device)
+    # A projected gradient whose squared norm is this small relative to the largest task's is zero up to rounding:
+    # projecting onto it would divide rounding noise by rounding noise (in coefficient space that blows up).
+    tiny = 1e-12 * gram.diagonal(dim1=1, dim2=2).amax(-1).clamp_min(1e-300)
     # A random order of the other tasks for every (problem, task); for the iterative variant also a random order
     # in which the tasks are processed.
     others = uniform((n_prob, n_tasks, n_tasks), generator, device=gram.device, dtype=torch.float32)
@@ -66,11 +69,11 @@ def pcgrad_coefficients(gram: Tensor, *, iterative: bool = False,
                 cj = coef[rows, j]
                 dot = torch.einsum('pk,pkl,pl->p', ci, gram, cj)
                 sq = torch.einsum('pk,pkl,pl->p', cj, gram, cj)
-                step_coef = torch.where((dot < 0) & (sq > 0), dot / sq.clamp_min(1e-300), 0.0)
+                step_coef = torch.where((dot < 0) & (sq > tiny), dot / sq.clamp_min(1e-300), 0.0)
                 coef[rows, i] = ci - step_coef[:, None] * cj
             else:
                 dot = torch.einsum('pk,pk->p', ci, gram[rows, :, j])
                 sq = gram[rows, j, j]
-                step_coef = torch.where((dot < 0) & (sq > 0), dot / sq.clamp_min(1e-300), 0.0)
+                step_coef = torch.where((dot < 0) & (sq > tiny), dot / sq.clamp_min(1e-300), 0.0)
                 coef[rows, i, j] = coef[rows, i, j] - step_coef
     return coef
