@@ -427,7 +427,7 @@ class MultiTaskOptimWrapper(OptimWrapper):
         names, task_losses = self._task_losses(cap.losses)
         acts = cap.detached
         create_graph = self.method.create_graph
-        grads_list = self._per_task_grads(task_losses, acts, create_graph, cap.head_calls)
+        grads_list = self._per_task_grads(task_losses, acts, False, cap.head_calls)
         loss_values = torch.stack([v.detach() for v in task_losses])
         norms = self._task_norms(grads_list)
         if not self._all_finite(norms, loss_values):
@@ -437,19 +437,22 @@ class MultiTaskOptimWrapper(OptimWrapper):
         self._steps += 1
         if hasattr(self.method, 'collect_stats'):
             self.method.collect_stats = (self._steps - 1) % self.stats_interval == 0
-        combined = self.method.combine(grads.detach() if not create_graph else grads, activation=activation,
-                                       losses=loss_values, generator=self._get_generator(activation),
-                                       problem_dims=self.problem_dims)
+        combined = self.method.combine(grads, activation=activation, losses=loss_values,
+                                       generator=self._get_generator(activation), problem_dims=self.problem_dims)
         weights = self.method.task_weights
         if weights is None:
             head_loss = sum(v.sum() for v in task_losses)
         else:
             head_loss = sum((w * v).sum() for w, v in zip(weights.to(loss_values.dtype), task_losses))
         if create_graph:
-            penalty = self.method.penalty(grads)
+            # The penalty needs only the gradient of the summed loss, with its graph (one double backward), not
+            # T per-task gradients with graphs.
+            total = torch.autograd.grad(sum(v.sum() for v in task_losses), acts, retain_graph=True, create_graph=True,
+                                        allow_unused=True, materialize_grads=True)
+            penalty = self.method.penalty(self._flatten([t.unsqueeze(0) for t in total], acts)[0])
             pen_grads = torch.autograd.grad(penalty, acts, retain_graph=True, allow_unused=True,
                                             materialize_grads=True)
-            combined = combined.detach() + self._flatten(list(pen_grads), acts)[0]
+            combined = combined.detach() + self._flatten([g.unsqueeze(0) for g in pen_grads], acts)[0][0]
             head_loss = head_loss + penalty
         trunk_grads = self._unflatten(combined.detach(), acts)
         scale = self.scale_loss(torch.ones((), dtype=loss_values.dtype, device=loss_values.device))

@@ -1,0 +1,105 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.optim import build_optim_wrapper
+
+from graddrop_mtl.datasets.celeba import CELEBA_ATTRIBUTES
+from graddrop_mtl.models.celeba import CelebAMultiTaskNet, build_celeba_model
+from graddrop_mtl.registry import MODELS
+
+
+@pytest.fixture(scope='module')
+def model():
+    torch.manual_seed(0)
+    return build_celeba_model()
+
+
+def _batch(n=4, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    inputs = [torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=g) for _ in range(n)]
+    labels = [(torch.rand(40, generator=g) < 0.3).float() for _ in range(n)]
+    return dict(inputs=inputs, data_samples=dict(gt_label=labels, img_id=[f'{i:06d}.jpg' for i in range(n)]))
+
+
+def test_layer_stack_matches_appendix(model):
+    convs = [m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [64, 128, 128, 256, 256, 512, 512]   # 7 conv + 2 dense = 9 layers
+    assert all(c.kernel_size == (3, 3) for c in convs)
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in model.backbone.modules()) == 3
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.backbone.modules()) == 7
+    linears = [m for m in model.head.modules() if isinstance(m, torch.nn.Linear)]
+    assert [lin.out_features for lin in linears] == [512, 512, 40]
+    assert linears[0].in_features == 512 * 8 * 8
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in model.head.modules()) == 2
+    assert isinstance(model.head[-1], torch.nn.Linear)                             # no batch norm on the head
+
+
+def test_shapes_and_modes(model):
+    model.eval()
+    data = model.data_preprocessor(_batch(3, 64), False)
+    assert data['inputs'].dtype == torch.float32 and float(data['inputs'].max()) <= 1.0
+    with torch.no_grad():
+        assert model.backbone(data['inputs']).shape == (3, 512, 8, 8)
+        logits = model(data['inputs'], mode='tensor')
+        assert logits.shape == (3, 40)
+        preds = model(**data, mode='predict')
+    assert len(preds) == 3 and preds[1]['img_id'] == '000001.jpg'
+    torch.testing.assert_close(preds[0]['pred_score'], logits[0].sigmoid())
+    torch.testing.assert_close(preds[2]['gt_label'], data['data_samples']['gt_label'][2])
+    with pytest.raises(ValueError, match='mode'):
+        model(data['inputs'], mode='bogus')
+
+
+def test_forty_losses_equal_per_attribute_bce(model):
+    model.eval()
+    data = model.data_preprocessor(_batch(4, 32), False)
+    losses = model(**data, mode='loss')
+    assert list(losses) == [f'loss_{a}' for a in CELEBA_ATTRIBUTES]
+    assert list(losses)[0] == 'loss_5_o_Clock_Shadow'
+    logits = model(data['inputs'], mode='tensor')
+    target = torch.stack(data['data_samples']['gt_label'])
+    for j, value in enumerate(losses.values()):
+        torch.testing.assert_close(value, F.binary_cross_entropy_with_logits(logits[:, j], target[:, j]))
+
+
+def test_list_of_dict_samples_and_label_errors(model):
+    model.eval()
+    batch = _batch(2, 32)
+    samples = [dict(gt_label=lab) for lab in batch['data_samples']['gt_label']]
+    inputs = torch.stack(batch['inputs']).float() / 255
+    a = model(inputs, samples, mode='loss')
+    b = model(inputs, dict(gt_label=torch.stack(batch['data_samples']['gt_label'])), mode='loss')
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+    with pytest.raises(ValueError, match='gt_label'):
+        model(inputs, None, mode='loss')
+    with pytest.raises(ValueError, match='shape'):
+        model(inputs, dict(gt_label=torch.zeros(2, 39)), mode='loss')
+
+
+def test_multitask_wrapper_sees_forty_tasks_and_updates():
+    torch.manual_seed(0)
+    model = build_celeba_model(head_pool=2)   # the appendix layers; a small DENSE-512 input keeps the test fast
+    wrapper = build_optim_wrapper(model, dict(type='MultiTaskOptimWrapper', optimizer=dict(type='Adam', lr=1e-3),
+                                              method=dict(type='GradDrop'), shared='backbone', grad_mode='loop',
+                                              log_per_task=False))
+    before = [p.detach().clone() for p in (model.backbone[0][0].weight, model.head[-1].weight)]
+    log_vars = model.train_step(_batch(4, 32), wrapper)
+    assert list(log_vars) == ['loss']                     # per-task losses are not logged by default
+    assert wrapper.method.last_stats()['conflict_frac'] > 0   # 40 task gradients at the conv output disagree
+    after = (model.backbone[0][0].weight, model.head[-1].weight)
+    assert all(not torch.equal(b, a) for b, a in zip(before, after))
+
+
+def test_registry_options_and_builder():
+    m = MODELS.build(dict(type='CelebAMultiTaskNet', attributes=['a', 'b'], conv_channels=(8, 'M', 16),
+                          dense_channels=(12,), head_pool=None, input_size=(8, 6), log_task_losses=True))
+    assert isinstance(m, CelebAMultiTaskNet) and m.loss_keys == ['loss_a', 'loss_b']
+    assert m.head[2][0].in_features == 16 * 4 * 3
+    out = m(torch.rand(2, 3, 8, 6), dict(gt_label=torch.ones(2, 2)), mode='loss')
+    _, log_vars = m.parse_losses(out)
+    assert set(log_vars) == {'loss', 'loss_a', 'loss_b'}
+    with pytest.raises(ValueError, match='input_size'):
+        build_celeba_model(head_pool=None)
+    with pytest.raises(ValueError, match='unique'):
+        build_celeba_model(attributes=['a', 'a'])
