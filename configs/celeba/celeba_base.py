@@ -6,8 +6,7 @@
 # by error rate (the appendix reports the performance peak); tools/test.py evaluates it on the test split.
 # This base trains with the plain sum (the baseline); the method configs beside it override only optim_wrapper
 # (and MGDA its learning rate). Run: python tools/train.py configs/celeba/celeba_graddrop.py
-default_scope = 'graddrop_mtl'
-custom_imports = dict(imports=['graddrop_mtl'], allow_failed_imports=False)
+_base_ = ['../_base_/default_runtime.py']
 
 # img_align_celeba/*.jpg, list_attr_celeba.txt, list_eval_partition.txt (see graddrop_mtl/datasets/celeba.py)
 data_root = 'data/celeba'
@@ -46,8 +45,6 @@ test_evaluator = val_evaluator
 # 120k steps (about 6 epochs of the 162,770 training images): the appendix trains "past convergence" without a
 # step count; validation every 4000 steps picks the peak.
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=120000, val_interval=4000)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
 
 # One task per loss_<attribute> key (40, in attribute order); per-task logging is off (40 x 3 scalars per line).
 optim_wrapper = dict(
@@ -60,16 +57,4 @@ optim_wrapper = dict(
 param_scheduler = [dict(type='StepLR', by_epoch=False, begin=0, end=1000000000, step_size=2400, gamma=0.96)]
 
 default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=100),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=4000, by_epoch=False, max_keep_ckpts=2,
-                    save_best='celeba/error_rate', rule='less'),
-    sampler_seed=dict(type='DistSamplerSeedHook'))
-log_processor = dict(by_epoch=False)
-env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-               dist_cfg=dict(backend='gloo'))
-randomness = dict(seed=0)
-log_level = 'INFO'
-load_from = None
-resume = False
+    checkpoint=dict(interval=4000, max_keep_ckpts=2, save_best='celeba/error_rate', rule='less'))

@@ -4,8 +4,7 @@
 # Adam (0.9, 0.999), lr 1e-3 constant to step 100k, then x0.94 every 2000 steps; 250k steps.
 # This base trains with the plain sum (the transfer baseline); the method configs beside it override only
 # optim_wrapper. Run: python tools/train.py configs/cifar100_transfer/cifar100_transfer_graddrop.py
-default_scope = 'graddrop_mtl'
-custom_imports = dict(imports=['graddrop_mtl'], allow_failed_imports=False)
+_base_ = ['../_base_/default_runtime.py']
 
 # cifar-100-python/{train,test,meta}, Imagenet32_train/train_data_batch_{1..10}, Imagenet32_val/val_data
 data_root = 'data/cifar100_transfer/'
@@ -46,8 +45,6 @@ val_evaluator = dict(type='TransferMetric', domain=1)    # cifar100/top1_error (
 test_evaluator = val_evaluator
 
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=250000, val_interval=5000)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
 
 # The multitask wrapper takes the per-task gradients at the output of the last dense block ('backbone'), one task per
 # dataset in the order [imagenet (source), cifar (transfer)]; per-task method parameters (GradDrop's leak) follow it.
@@ -62,16 +59,4 @@ optim_wrapper = dict(
 param_scheduler = [dict(type='StepLR', by_epoch=False, begin=100000, end=1000000000, step_size=2000, gamma=0.94)]
 
 default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=100),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=5000, by_epoch=False, max_keep_ckpts=3,
-                    save_best='cifar100/top1_error', rule='less'),
-    sampler_seed=dict(type='DistSamplerSeedHook'))
-log_processor = dict(by_epoch=False)
-env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-               dist_cfg=dict(backend='gloo'))
-randomness = dict(seed=0)
-log_level = 'INFO'
-load_from = None
-resume = False
+    checkpoint=dict(interval=5000, max_keep_ckpts=3, save_best='cifar100/top1_error', rule='less'))
