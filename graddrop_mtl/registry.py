@@ -26,7 +26,7 @@ from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import Registry
 
-from .methods import METHODS
+from .methods.base import on_register
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='graddrop_mtl', locations=['graddrop_mtl.models'])
 DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope='graddrop_mtl', locations=['graddrop_mtl.datasets'])
@@ -36,7 +36,7 @@ METRICS = Registry('metric', parent=MMENGINE_METRICS, scope='graddrop_mtl', loca
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='graddrop_mtl', locations=['graddrop_mtl.engine'])
 
 #: mmengine view of the multitask methods (the source of truth is ``graddrop_mtl.methods.METHODS``; add a method
-#: with ``graddrop_mtl.methods.register_method``).
+#: with ``graddrop_mtl.methods.register_method``: it appears here too, also when registered later, e.g. by a
+#: project module in ``custom_imports``).
 MTL_METHODS = Registry('mtl method', scope='graddrop_mtl')
-for _name, _cls in METHODS.items():
-    MTL_METHODS.register_module(name=_name, module=_cls)
+on_register(lambda name, cls: MTL_METHODS.register_module(name=name, module=cls, force=True))

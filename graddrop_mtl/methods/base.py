@@ -23,6 +23,15 @@ from torch import Tensor
 
 #: name -> class of every registered method.
 METHODS: dict[str, type['Method']] = {}
+#: called with (name, class) for every method registered now and later (the mmengine mirror uses it).
+_REGISTER_CALLBACKS: list[Callable[[str, type['Method']], None]] = []
+
+
+def on_register(callback: Callable[[str, type['Method']], None]) -> None:
+    """Call ``callback(name, cls)`` for every registered method, now and whenever one is registered later."""
+    _REGISTER_CALLBACKS.append(callback)
+    for name, cls in list(METHODS.items()):
+        callback(name, cls)
 
 
 def register_method(cls: type['Method']) -> type['Method']:
@@ -31,6 +40,8 @@ def register_method(cls: type['Method']) -> type['Method']:
     if name in METHODS and METHODS[name] is not cls:
         raise KeyError(f'a multitask method named {name!r} is already registered ({METHODS[name]})')
     METHODS[name] = cls
+    for callback in _REGISTER_CALLBACKS:
+        callback(name, cls)
     return cls
 
 

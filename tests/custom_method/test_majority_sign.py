@@ -16,3 +16,9 @@ def test_config_loads_the_project(repo_root):
     cfg = Config.fromfile(f'{repo_root}/projects/MajoritySign/configs/sine_majority_sign.py')
     assert cfg.optim_wrapper.method.type == 'MajoritySign'
     assert cfg.optim_wrapper.type == 'MultiTaskOptimWrapper'
+
+
+def test_a_method_registered_later_appears_in_the_mmengine_registry():
+    from graddrop_mtl.registry import MTL_METHODS
+    import projects.MajoritySign.majority_sign as project
+    assert MTL_METHODS.get('MajoritySign') is project.MajoritySign
