@@ -292,21 +292,18 @@ class MultiTaskOptimWrapper(OptimWrapper):
             values.append(total * s.weight if s.weight != 1.0 else total)
         return names, values
 
-    def _per_task_grads(self, task_losses: list[Tensor], acts: list[Tensor], create_graph: bool,
-                        head_calls: list) -> list[Tensor]:
+    def _per_task_grads(self, task_losses: list[Tensor], acts: list[Tensor], head_calls: list) -> list[Tensor]:
         mode = self.grad_mode
-        if create_graph:
-            mode = 'loop'
         if mode == 'auto':
             mode = self._choose_grad_mode(task_losses, acts, head_calls)
-        return self._grads(mode, task_losses, acts, head_calls, create_graph)
+        return self._grads(mode, task_losses, acts, head_calls)
 
-    def _grads(self, mode: str, task_losses, acts, head_calls, create_graph: bool = False) -> list[Tensor]:
+    def _grads(self, mode: str, task_losses, acts, head_calls) -> list[Tensor]:
         if mode == 'batched':
             return self._grads_batched(task_losses, acts)
         if mode == 'linear':
             return self._grads_linear(task_losses, acts, head_calls)
-        return self._grads_loop(task_losses, acts, create_graph)
+        return self._grads_loop(task_losses, acts)
 
     @staticmethod
     def _grads_linear(task_losses, acts, head_calls) -> list[Tensor]:
@@ -324,9 +321,9 @@ class MultiTaskOptimWrapper(OptimWrapper):
                 for j in range(len(acts))]
 
     @staticmethod
-    def _grads_loop(task_losses, acts, create_graph=False) -> list[Tensor]:
-        per_task = [torch.autograd.grad(loss.sum(), acts, retain_graph=True, create_graph=create_graph,
-                                        allow_unused=True, materialize_grads=True) for loss in task_losses]
+    def _grads_loop(task_losses, acts) -> list[Tensor]:
+        per_task = [torch.autograd.grad(loss.sum(), acts, retain_graph=True, allow_unused=True,
+                                        materialize_grads=True) for loss in task_losses]
         return [torch.stack([g[j] for g in per_task]) for j in range(len(acts))]
 
     @staticmethod
@@ -427,7 +424,7 @@ class MultiTaskOptimWrapper(OptimWrapper):
         names, task_losses = self._task_losses(cap.losses)
         acts = cap.detached
         create_graph = self.method.create_graph
-        grads_list = self._per_task_grads(task_losses, acts, False, cap.head_calls)
+        grads_list = self._per_task_grads(task_losses, acts, cap.head_calls)
         loss_values = torch.stack([v.detach() for v in task_losses])
         norms = self._task_norms(grads_list)
         if not self._all_finite(norms, loss_values):

@@ -26,9 +26,11 @@ class GradPenalty(Sum):
 
     The training loss becomes :math:`\sum_i L_i + \lambda \lVert \sum_i G_i \rVert_2^2` with
     :math:`G_i = \partial L_i / \partial A`. The penalty is differentiated through the per-task gradients (double
-    backward), so it reaches the heads and the trunk. :meth:`combine` returns the plain sum; the
-    :class:`~graddrop_mtl.engine.MultiTaskOptimWrapper` asks for ``create_graph=True`` gradients (:attr:`create_graph`),
-    adds :meth:`penalty` to the head loss and its gradient with respect to :math:`A` to the trunk gradient.
+    backward), so it reaches the heads and the trunk. :meth:`combine` returns the plain sum; because
+    :attr:`create_graph` is set, the :class:`~graddrop_mtl.engine.MultiTaskOptimWrapper` also takes the gradient of the
+    summed loss with its graph (one double backward, not T), adds :meth:`penalty` of it to the head loss and the
+    penalty's gradient with respect to :math:`A` to the trunk gradient. :meth:`penalty` accepts stacked per-task
+    gradients ``[T, ...]`` or the summed one as ``[1, ...]``.
 
     Args:
         weight: :math:`\lambda`.
