@@ -134,7 +134,6 @@ class MultiTaskOptimWrapper(OptimWrapper):
         self.skipped_steps = 0
         self._steps = 0
         self._model: nn.Module | None = None
-        self._shared_module: nn.Module | None = None
         self._capture: _Capture | None = None
         self._capturing = False
         self._hooks: list[Any] = []
@@ -201,7 +200,7 @@ class MultiTaskOptimWrapper(OptimWrapper):
                 raise TypeError(f'linear_heads: {path!r} is a {type(head).__name__}; only '
                                 f'{[t.__name__ for t in LINEAR_TYPES]} can be mapped back linearly')
             heads.append(head)
-        self._model, self._shared_module = module, shared
+        self._model = module
         self._hooks = [shared.register_forward_hook(self._shared_hook),
                        module.register_forward_hook(self._loss_hook)]
         self._hooks += [h.register_forward_hook(self._linear_head_hook) for h in heads]
@@ -254,11 +253,6 @@ class MultiTaskOptimWrapper(OptimWrapper):
             self._capturing = False
 
     # ------------------------------------------------------------------------------------------------ the step
-    def task_names(self, losses: Mapping[str, Any]) -> list[str]:
-        if self.task_specs is None:
-            return [k for k in losses if 'loss' in k]
-        return [s.name for s in self.task_specs]
-
     def _task_losses(self, losses: Mapping[str, Any]) -> tuple[list[str], list[Tensor]]:
         def reduce(key: str) -> Tensor:
             value = losses[key]
