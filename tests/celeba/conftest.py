@@ -2,7 +2,6 @@ import os.path as osp
 import shutil
 
 import pytest
-import torch
 
 from graddrop_mtl.datasets.celeba import write_synthetic_celeba
 
@@ -21,12 +20,3 @@ def celeba_root(celeba_template, tmp_path) -> str:
     root = osp.join(str(tmp_path), 'celeba')
     shutil.copytree(celeba_template, root)
     return root
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core machine two threads oversubscribe the cores and run ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

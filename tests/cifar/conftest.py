@@ -6,7 +6,6 @@ import os.path as osp
 import sys
 
 import pytest
-import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG_DIR = osp.join(ROOT, 'configs', 'cifar100_transfer')
@@ -36,12 +35,3 @@ def synth_root(tmp_path_factory, synth_tool) -> str:
     root = str(tmp_path_factory.mktemp('cifar_transfer_data'))
     synth_tool.make_transfer_sets(root, seed=0, **TINY)
     return root
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The machine's 2 cores are shared: run every test single-threaded, then restore the setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
