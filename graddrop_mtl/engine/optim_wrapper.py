@@ -13,11 +13,15 @@ How a training step runs (mmengine's stock ``BaseModel.train_step`` / ``MMDistri
 1. task losses ``L_i`` from the ``loss*`` keys (or the ``tasks`` grouping), each summed/averaged as mmengine's
    ``parse_losses`` does;
 2. per-task gradients ``G_i = dL_i/dA`` at the detached copy ``A`` (one vectorised ``autograd.grad`` call with
-   ``is_grads_batched=True``, or a loop; ``grad_mode='auto'`` measures both on the first step and keeps the faster);
-3. ``g = method.combine(G, activation=A, losses=L, generator=...)``;
-4. one ``torch.autograd.backward`` of ``[A_original, sum_i w_i L_i]`` with gradients ``[g, 1]``: the trunk gets
-   ``g``, the heads get the gradient of the (method-weighted) task losses. Under DDP this is the single backward
-   DDP expects, so gradients are reduced as usual; then ``clip_grad`` and ``optimizer.step`` as in mmengine.
+   ``is_grads_batched=True``, a loop, or through the linear head layers; ``grad_mode='auto'`` measures them on the
+   first step and keeps the fastest). Through 1x1-convolution or ``Linear`` heads they stay sparse
+   (:class:`~graddrop_mtl.methods.blocks.TaskBlocks`): a task that is non-zero at few positions is kept only there;
+3. ``g = method.combine(G, activation=A, losses=L, generator=...)`` (``method.combine_blocks`` for blocks). ``Sum``
+   skips 2 and 3 between statistics steps: it takes the gradient of the summed loss alone;
+4. one ``torch.autograd.backward`` of ``[A_original, sum_i w_i L_i]`` with gradients ``[g, 1]`` into the model's
+   parameters: the trunk gets ``g``, the heads get the gradient of the (method-weighted) task losses. Under DDP this
+   is the single backward DDP expects, so gradients are reduced as usual; then ``clip_grad`` and
+   ``optimizer.step`` as in mmengine.
 """
 from __future__ import annotations
 
@@ -37,9 +41,11 @@ from mmengine.registry import OPTIM_WRAPPERS
 from torch import Tensor, nn
 
 from ..methods import Method, build_method
+from ..methods.base import sq_norms
+from ..methods.blocks import TaskBlocks
+from .linear_heads import LINEAR_TYPES, dense_task_grads, head_output_grads, task_blocks
 
 GRAD_MODES = ('auto', 'loop', 'batched', 'linear')
-LINEAR_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 @dataclass
@@ -86,10 +92,12 @@ class MultiTaskOptimWrapper(OptimWrapper):
         linear_heads: dotted paths of the linear layers (``Conv*d``/``Linear``) that consume the shared activation,
             e.g. the three 1x1 convolutions of mmdet3d's ``Anchor3DHead``. With them the per-task gradients are taken
             at these layers' outputs (a backward through the small loss graph only) and mapped back to the
-            activation through the layers' weights, restricted to the output channels each task uses: the seven box
-            losses of PointPillars read disjoint channels of one convolution, so the nine tasks cost about one
-            convolution backward instead of nine. Every consumer of the activation must be listed; ``'auto'``
-            verifies the result against the loop on the first step.
+            activation through the layers' weights, restricted to the output channels each task uses. When every
+            listed layer is a 1x1 convolution (or every one a ``Linear``) the mapping is row by row and the
+            gradients stay sparse (:class:`~graddrop_mtl.methods.blocks.TaskBlocks`): PointPillars' seven box losses
+            and its direction loss are non-zero only at the positions of positive anchors, so the nine tasks cost
+            about one dense gradient (classification) instead of nine. Every consumer of the activation must be
+            listed; ``'auto'`` verifies the result against the loop on the first step.
         problem_dims: leading dims of the activation that index independent problems (replicas), see
             :mod:`graddrop_mtl.methods.base`. Task losses then carry those dims too.
         problem_rng: give every problem its own random stream, seeded from ``seed`` and its id, so that a replica
@@ -97,8 +105,9 @@ class MultiTaskOptimWrapper(OptimWrapper):
         problem_ids: ids of the problems for ``problem_rng`` (default ``0..P-1``).
         seed: seed of the method's random stream. Default: drawn from the global RNG when the wrapper is built
             (the Runner has seeded it from ``randomness.seed``), plus the rank.
-        stats_interval: compute the method's per-task statistics (kept fraction) every this many steps; the cheap
-            ones (gradient norms, weights, purity, conflicts) are logged every step.
+        stats_interval: compute the method's statistics (sign purity, conflict and kept fractions) every this many
+            steps (the logged values hold in between). Per-task gradient norms and weights are logged every step,
+            except with ``Sum``, which computes per-task gradients only on these steps.
         log_per_task: log per-task gradient norms, weights and kept fractions (one scalar each).
         **kwargs: ``accumulative_counts``, ``clip_grad`` as for ``OptimWrapper``.
     """
@@ -286,33 +295,29 @@ class MultiTaskOptimWrapper(OptimWrapper):
             values.append(total * s.weight if s.weight != 1.0 else total)
         return names, values
 
-    def _per_task_grads(self, task_losses: list[Tensor], acts: list[Tensor], head_calls: list) -> list[Tensor]:
+    def _per_task_grads(self, task_losses: list[Tensor], acts: list[Tensor],
+                        head_calls: list) -> list[Tensor] | TaskBlocks:
         mode = self.grad_mode
         if mode == 'auto':
             mode = self._choose_grad_mode(task_losses, acts, head_calls)
         return self._grads(mode, task_losses, acts, head_calls)
 
-    def _grads(self, mode: str, task_losses, acts, head_calls) -> list[Tensor]:
+    def _grads(self, mode: str, task_losses, acts, head_calls) -> list[Tensor] | TaskBlocks:
         if mode == 'batched':
             return self._grads_batched(task_losses, acts)
         if mode == 'linear':
             return self._grads_linear(task_losses, acts, head_calls)
         return self._grads_loop(task_losses, acts)
 
-    @staticmethod
-    def _grads_linear(task_losses, acts, head_calls) -> list[Tensor]:
+    def _grads_linear(self, task_losses, acts, head_calls) -> list[Tensor] | TaskBlocks:
         if not head_calls:
             raise RuntimeError('linear_heads: none of the listed layers consumed the shared activation')
-        outs = [out for _, _, out in head_calls]
-        per_act: list[list[Tensor | None]] = [[None] * len(task_losses) for _ in acts]
-        for i, loss in enumerate(task_losses):
-            g_outs = torch.autograd.grad(loss.sum(), outs, retain_graph=True, allow_unused=True)
-            for (layer, j, _), g_out in zip(head_calls, g_outs):
-                if g_out is not None:
-                    g = _linear_input_grad(layer, acts[j], g_out)
-                    per_act[j][i] = g if per_act[j][i] is None else per_act[j][i] + g
-        return [torch.stack([g if g is not None else torch.zeros_like(acts[j]) for g in per_act[j]])
-                for j in range(len(acts))]
+        grads_out = head_output_grads(task_losses, [out for _, _, out in head_calls])
+        if len(acts) == 1 and not self.problem_dims:
+            blocks = task_blocks(grads_out, acts[0], head_calls)
+            if blocks is not None:
+                return blocks
+        return dense_task_grads(grads_out, acts, head_calls)
 
     @staticmethod
     def _grads_loop(task_losses, acts) -> list[Tensor]:
@@ -339,6 +344,8 @@ class MultiTaskOptimWrapper(OptimWrapper):
                 notes[mode] = f'failed: {str(err).splitlines()[0][:120]}'
                 continue
             elapsed = time.perf_counter() - start
+            if isinstance(result, TaskBlocks):
+                result = [result.to_dense()]
             if reference is None:
                 reference = result
             else:
@@ -395,8 +402,7 @@ class MultiTaskOptimWrapper(OptimWrapper):
     @staticmethod
     def _task_norms(grads: list[Tensor]) -> Tensor:
         """Per-task L2 norms over all shared activations (non-finite iff a gradient holds inf or nan)."""
-        sq = sum(torch.linalg.vector_norm(g.detach().reshape(g.shape[0], -1), dim=1).double() ** 2 for g in grads)
-        return sq.sqrt()
+        return sum(sq_norms(g.detach().reshape(g.shape[0], -1)) for g in grads).sqrt()
 
     def _all_finite(self, norms: Tensor, losses: Tensor) -> bool:
         finite = bool(torch.isfinite(norms).all()) and bool(torch.isfinite(losses).all())
@@ -417,25 +423,45 @@ class MultiTaskOptimWrapper(OptimWrapper):
                                '(BaseModel / MMDistributedDataParallel) or wrap the forward in optim_context.')
         names, task_losses = self._task_losses(cap.losses)
         acts = cap.detached
-        create_graph = self.method.create_graph
-        grads_list = self._per_task_grads(task_losses, acts, cap.head_calls)
         loss_values = torch.stack([v.detach() for v in task_losses])
-        norms = self._task_norms(grads_list)
+        stats_step = self._steps % self.stats_interval == 0
+        if self.method.needs_task_grads or (self.log_per_task and stats_step) or self.grad_mode == 'auto':
+            grads = self._per_task_grads(task_losses, acts, cap.head_calls)
+            norms = grads.sq_norms().sqrt() if isinstance(grads, TaskBlocks) else self._task_norms(grads)
+        else:
+            # The trunk gets the plain sum (Sum): the gradient of the summed loss, taken as one task.
+            grads = None
+            total = self._grads('loop' if self.grad_mode == 'batched' else self.grad_mode,
+                                [sum(v.sum() for v in task_losses)], acts, cap.head_calls)
+            if isinstance(total, TaskBlocks):
+                summed = [total.base[0] if total.patch is None and total.base is not None else
+                          total.linear_combination()]
+                norms = total.sq_norms().sqrt()
+            else:
+                summed = [g[0] for g in total]
+                norms = self._task_norms(total)
         if not self._all_finite(norms, loss_values):
-            self._skip_step(names, norms, loss_values)
+            self._skip_step(names, norms if grads is not None else None, loss_values)
             return
-        grads, activation = self._flatten(grads_list, acts)
         self._steps += 1
         if hasattr(self.method, 'collect_stats'):
-            self.method.collect_stats = (self._steps - 1) % self.stats_interval == 0
-        combined = self.method.combine(grads, activation=activation, losses=loss_values,
-                                       generator=self._get_generator(activation), problem_dims=self.problem_dims)
-        weights = self.method.task_weights
+            self.method.collect_stats = stats_step
+        if grads is None:
+            trunk_grads = list(summed)
+        elif isinstance(grads, TaskBlocks):
+            trunk_grads = [self.method.combine_blocks(grads, activation=acts[0].detach(), losses=loss_values,
+                                                      generator=self._get_generator(acts[0]))]
+        else:
+            flat, activation = self._flatten(grads, acts)
+            combined = self.method.combine(flat, activation=activation, losses=loss_values,
+                                           generator=self._get_generator(activation), problem_dims=self.problem_dims)
+            trunk_grads = self._unflatten(combined, acts)
+        weights = self.method.task_weights if grads is not None else None
         if weights is None:
             head_loss = sum(v.sum() for v in task_losses)
         else:
             head_loss = sum((w * v).sum() for w, v in zip(weights.to(loss_values.dtype), task_losses))
-        if create_graph:
+        if self.method.create_graph:
             # The penalty needs only the gradient of the summed loss, with its graph (one double backward), not
             # T per-task gradients with graphs.
             total = torch.autograd.grad(sum(v.sum() for v in task_losses), acts, retain_graph=True, create_graph=True,
@@ -443,21 +469,28 @@ class MultiTaskOptimWrapper(OptimWrapper):
             penalty = self.method.penalty(self._flatten([t.unsqueeze(0) for t in total], acts)[0])
             pen_grads = torch.autograd.grad(penalty, acts, retain_graph=True, allow_unused=True,
                                             materialize_grads=True)
-            combined = combined.detach() + self._flatten([g.unsqueeze(0) for g in pen_grads], acts)[0][0]
+            trunk_grads = [g.detach() + p for g, p in zip(trunk_grads, pen_grads)]
             head_loss = head_loss + penalty
-        trunk_grads = self._unflatten(combined.detach(), acts)
         scale = self.scale_loss(torch.ones((), dtype=loss_values.dtype, device=loss_values.device))
-        roots = list(cap.originals) + [head_loss * scale]
-        torch.autograd.backward(roots, [g * scale for g in trunk_grads] + [None])
+        if float(scale) != 1.0:
+            trunk_grads = [g * scale for g in trunk_grads]
+            head_loss = head_loss * scale
+        # ONE backward: the combined gradient into the trunk, the task losses through the heads. Only into the
+        # parameters: the heads' gradient at the detached copy of the activation is not needed any more.
+        params = [p for p in self._model.parameters() if p.requires_grad]
+        torch.autograd.backward(list(cap.originals) + [head_loss], [g.detach() for g in trunk_grads] + [None],
+                                inputs=params)
         self._inner_count += 1
-        self._log(names, norms, weights)
+        self._log(names, norms if grads is not None else None, weights)
         if self.should_update():
             self.step(**(step_kwargs or {}))
             self.zero_grad(**(zero_kwargs or {}))
 
-    def _skip_step(self, names, norms: Tensor, loss_values: Tensor) -> None:
+    def _skip_step(self, names, norms: Tensor | None, loss_values: Tensor) -> None:
         bad = [n for i, n in enumerate(names)
-               if not (bool(torch.isfinite(loss_values[i]).all()) and bool(torch.isfinite(norms[i])))]
+               if not (bool(torch.isfinite(loss_values[i]).all()) and (norms is None or bool(torch.isfinite(norms[i]))))]
+        if not bad and norms is None:
+            bad = 'the summed gradient'   # only the sum was computed (Sum between statistics steps)
         self.skipped_steps += 1
         warnings.warn(f'MultiTaskOptimWrapper: non-finite loss or gradient at the shared activation for tasks '
                       f'{bad or "(on another rank)"}; step skipped, nothing updated '
@@ -476,7 +509,7 @@ class MultiTaskOptimWrapper(OptimWrapper):
             else:
                 hub.update_scalar(f'train/mtl/{key}', value)
         hub.update_scalar('train/mtl/skipped_steps', self.skipped_steps)
-        if self.log_per_task:
+        if self.log_per_task and norms is not None:
             norms = norms.tolist()
             w = weights.reshape(len(names), -1).mean(1).tolist() if weights is not None else None
             for i, name in enumerate(names):
@@ -514,22 +547,3 @@ class MultiTaskOptimWrapper(OptimWrapper):
         return (f'{type(self).__name__}(method={self.method!r}, shared={self.shared!r}, '
                 f'tasks={[s.name for s in self.task_specs] if self.task_specs else "loss* keys"})')
 
-
-def _linear_input_grad(layer: nn.Module, act: Tensor, grad_out: Tensor) -> Tensor:
-    """The gradient at a linear layer's input for ``grad_out`` at its output, using only the output channels
-    (features for ``Linear``) where ``grad_out`` is non-zero."""
-    channel_dim = -1 if isinstance(layer, nn.Linear) else 1
-    reduce_dims = [d for d in range(grad_out.dim()) if d != channel_dim % grad_out.dim()]
-    used = grad_out.abs().amax(dim=reduce_dims) > 0
-    if not bool(used.any()):
-        return torch.zeros_like(act)
-    idx = used.nonzero().flatten()
-    weight = layer.weight.detach().index_select(0, idx)
-    g = grad_out.index_select(channel_dim % grad_out.dim(), idx)
-    if isinstance(layer, nn.Linear):
-        return g @ weight
-    if layer.groups != 1:
-        raise TypeError(f'linear_heads: grouped convolutions are not supported ({layer})')
-    fn = (torch.nn.grad.conv1d_input if isinstance(layer, nn.Conv1d) else
-          torch.nn.grad.conv2d_input if isinstance(layer, nn.Conv2d) else torch.nn.grad.conv3d_input)
-    return fn(act.shape, weight, g, stride=layer.stride, padding=layer.padding, dilation=layer.dilation)

@@ -16,10 +16,13 @@ replicas of the sine experiment, trained side by side in one tensor): every redu
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from .blocks import TaskBlocks
 
 #: name -> class of every registered method.
 METHODS: dict[str, type['Method']] = {}
@@ -76,11 +79,21 @@ class Method:
     task_weights: Tensor | None = None
     #: set by methods that need ``create_graph=True`` per-task gradients (gradient penalty).
     create_graph: bool = False
+    #: ``False`` for methods whose trunk gradient is the plain sum (``Sum``): the wrapper then takes one gradient
+    #: of the summed loss instead of T per-task gradients, except on the steps where it logs per-task statistics.
+    needs_task_grads: bool = True
 
     def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
                 generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
         """Return the trunk gradient, shaped like one task's gradient ``grads[0]``."""
         raise NotImplementedError
+
+    def combine_blocks(self, blocks: 'TaskBlocks', *, activation: Tensor | None = None,
+                       losses: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """:meth:`combine` on per-task gradients stored as :class:`~graddrop_mtl.methods.blocks.TaskBlocks` (the
+        zeros left out), returning the activation-shaped trunk gradient. The default densifies and calls
+        :meth:`combine`; the built-in methods work on the blocks directly and give the same result."""
+        return self.combine(blocks.to_dense(), activation=activation, losses=losses, generator=generator)
 
     def __call__(self, grads: Tensor, **kwargs: Any) -> Tensor:
         return self.combine(grads, **kwargs)
@@ -175,6 +188,20 @@ def abs_sum_tasks(x: Tensor) -> Tensor:
     for row in x[1:]:
         out += row.abs()
     return out
+
+
+def sq_norms(flat: Tensor, chunk: int = 1 << 14) -> Tensor:
+    """Squared L2 norms of the rows of ``flat`` ``[T, D]`` in float64: float32 norms over chunks of ``chunk``
+    elements (one fast pass; torch's float32 norm of a whole 20M-element row is off by about 1e-3 relative),
+    their squares added in float64."""
+    t, d = flat.shape
+    if flat.dtype == torch.float64 or d <= chunk:
+        return torch.linalg.vector_norm(flat, dim=1).double() ** 2
+    q = d // chunk
+    head = torch.linalg.vector_norm(flat[:, :q * chunk].reshape(t, q, chunk), dim=2).double().pow(2).sum(1)
+    if q * chunk == d:
+        return head
+    return head + torch.linalg.vector_norm(flat[:, q * chunk:], dim=1).double() ** 2
 
 
 def gram_matrix(grads: Tensor, problem_dims: int = 0, chunk: int = 1 << 20) -> tuple[Tensor, Tensor]:

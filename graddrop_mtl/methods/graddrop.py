@@ -1,12 +1,13 @@
 """Gradient Sign Dropout (GradDrop, Chen et al., NeurIPS 2020) and Random GradDrop."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from .base import ActivationFn, Method, as_task_vector, check_grads, register_method, abs_sum_tasks, sum_tasks, uniform
+from .blocks import TaskBlocks
 
 
 @register_method
@@ -88,6 +89,82 @@ class GradDrop(Method):
             signed = self._batch_separated_signal(grads, activation, problem_dims)
         else:
             signed = grads
+        shape = signed.shape[1:]
+        n_problems = int(torch.Size(shape[:problem_dims]).numel())
+
+        def draw() -> Tensor:
+            return uniform((n_problems,) + tuple(shape[problem_dims:]), generator, device=grads.device,
+                           dtype=grads.dtype).reshape(shape)
+
+        out, part = self._drop(grads, signed, leak, draw, self.collect_stats)
+        if self.keep_grad_norm:
+            out = out * self._norm_ratio(sum_tasks(grads), out, problem_dims)
+        if part is not None:
+            self._stats = _finish_stats(part, shape.numel())
+        return out
+
+    def combine_blocks(self, blocks: TaskBlocks, *, activation: Tensor | None = None, losses: Tensor | None = None,
+                       generator: torch.Generator | None = None) -> Tensor:
+        """GradDrop is elementwise: it runs on the dense base, then again at the patch rows with every task that is
+        non-zero there. The result has the distribution of :meth:`combine`'s (the same up to rounding for a
+        deterministic configuration), with uniforms drawn only where they are needed: at the patch rows, and on
+        the base unless it is a single task that keeps every sign (``k >= 1``)."""
+        if self.batch_separated:   # sums over the batch: not row-wise
+            return super().combine_blocks(blocks, activation=activation, losses=losses, generator=generator)
+        like = torch.empty(0, dtype=blocks.dtype, device=blocks.device)
+        leak = as_task_vector(self.leak, blocks.n_tasks, 'GradDrop leak', like)
+        stats = self.collect_stats
+        total = _zero_stats(blocks.n_tasks, like) if stats else None
+        if blocks.base is not None:
+            out, part = self._drop(blocks.base, blocks.base, leak[blocks.base_tasks],
+                                   lambda: uniform(tuple(blocks.shape), generator, device=blocks.device,
+                                                   dtype=blocks.dtype), stats)
+            _add_stats(total, part, blocks.base_tasks)
+        else:
+            out = torch.zeros(blocks.shape, dtype=blocks.dtype, device=blocks.device)
+        if blocks.patch is not None:
+            n_patch = blocks.patch.shape[1:]
+            u_patch = uniform(tuple(n_patch), generator, device=blocks.device, dtype=blocks.dtype)
+            patch_out, part = self._drop(blocks.patch, blocks.patch, leak[blocks.patch_tasks], lambda: u_patch,
+                                         stats)
+            _add_stats(total, part, blocks.patch_tasks)
+            if stats and blocks.base is not None:   # the base's statistics at the patch rows are replaced
+                base_at_patch = blocks.gather(blocks.base)
+                _, part = self._drop(base_at_patch, base_at_patch, leak[blocks.base_tasks], lambda: u_patch, True)
+                _add_stats(total, part, blocks.base_tasks, sign=-1)
+            blocks.scatter_(out.contiguous() if not out.is_contiguous() else out, patch_out)
+        if self.keep_grad_norm:
+            out = out * self._norm_ratio(blocks.linear_combination(), out, 0)
+        if stats:
+            self._stats = _finish_stats(total, blocks.shape.numel())
+        return out
+
+    def _drop(self, grads: Tensor, signed: Tensor, leak: Tensor, draw: Callable[[], Tensor],
+              stats: bool) -> tuple[Tensor, dict[str, Tensor] | None]:
+        """``sum_i (l_i + (1 - l_i) M_i) G_i`` (a new tensor) for ``grads`` ``[t, ...]``, the sign signal ``signed``
+        (``grads``, or the batch-separated :math:`H_i`), leaks ``[t]`` and ``draw()`` giving the uniforms, shaped
+        like ``signed[0]``; with ``stats`` also the sums the logged statistics are made of."""
+        n_tasks = grads.shape[0]
+        if n_tasks == 1 and signed is grads and self.eps == 0:
+            # One task: P is exactly 1 (positive gradient), 0 (negative) or 1/2 (zero), so f(P) takes two values.
+            g = grads[0]
+            f0, f1 = self.keep_positive_probability(
+                torch.tensor([0.0, 1.0], dtype=g.dtype, device=g.device)).tolist()
+            if f1 >= 1.0 and f0 <= 0.0:
+                # f(1) > U and f(0) < U for every U in (0, 1): each sign survives, no draw needed (the default
+                # k >= 1; U = 0 exactly, which torch.rand can return with probability 2^-24, is treated as (0, 1)).
+                out, keep = g.clone(), None
+            else:
+                u = draw()
+                keep = torch.where(g > 0, u < f1, u > f0)
+                ell = float(leak[0])
+                out = g * keep if ell == 0.0 else g * (ell + (1.0 - ell) * keep.to(g.dtype))
+            if not stats:
+                return out, None
+            nonzero = (g != 0).sum().reshape(1)
+            kept = nonzero if keep is None else (keep & (g != 0)).sum().reshape(1)
+            return out, dict(purity=0.5 * nonzero.double().sum(), conflicts=torch.zeros((), dtype=torch.float64),
+                             kept=kept, nonzero=nonzero)
         # Positive and negative gradient mass per element from two fused reductions over the tasks:
         # pos = (sum + sum|.|) / 2, neg = (sum - sum|.|) / 2, and P = 1/2 (1 + sum / (sum|.| + eps)).
         total = sum_tasks(signed)
@@ -95,9 +172,7 @@ class GradDrop(Method):
         denom = mass + self.eps if self.eps > 0 else mass.clamp_min(torch.finfo(mass.dtype).tiny)
         purity = 0.5 * (1.0 + total / denom)
         keep_prob = self.keep_positive_probability(purity)
-        n_problems = int(torch.Size(purity.shape[:problem_dims]).numel())
-        u = uniform((n_problems,) + tuple(purity.shape[problem_dims:]), generator, device=purity.device,
-                    dtype=purity.dtype).reshape(purity.shape)
+        u = draw()
         keep_pos = keep_prob > u
         keep_neg = keep_prob < u
         pos_mass = 0.5 * (total + mass)
@@ -115,19 +190,13 @@ class GradDrop(Method):
             out = sum_tasks(grads * (leak.view(lshape) + (1.0 - leak).view(lshape) * mask))
         else:
             out = torch.where(keep_pos, pos_mass, torch.where(keep_neg, neg_mass, torch.zeros_like(pos_mass)))
-        if self.keep_grad_norm:
-            out = out * self._norm_ratio(sum_tasks(grads), out, problem_dims)
-        if self.collect_stats:
-            survivor = keep_pos.to(grads.dtype) - keep_neg.to(grads.dtype)
-            flat = signed.reshape(n_tasks, -1)
-            kept = ((flat * survivor.reshape(1, -1)) > 0).sum(1)
-            nonzero = (flat != 0).sum(1).clamp_min(1)
-            self._stats = {
-                'sign_purity': (purity - 0.5).abs().mean().item(),
-                'conflict_frac': ((pos_mass > 0) & (neg_mass < 0)).float().mean().item(),
-                **{f'kept_frac_{i}': float(v) for i, v in enumerate((kept / nonzero).tolist())},
-            }
-        return out
+        if not stats:
+            return out, None
+        survivor = keep_pos.to(grads.dtype) - keep_neg.to(grads.dtype)
+        flat = signed.reshape(n_tasks, -1)
+        return out, dict(purity=(purity - 0.5).abs().double().sum(),
+                         conflicts=((pos_mass > 0) & (neg_mass < 0)).double().sum(),
+                         kept=((flat * survivor.reshape(1, -1)) > 0).sum(1), nonzero=(flat != 0).sum(1))
 
     def _batch_separated_signal(self, grads: Tensor, activation: Tensor | None, problem_dims: int) -> Tensor:
         if activation is None:
@@ -165,3 +234,28 @@ class RandomGradDrop(GradDrop):
 
     def keep_positive_probability(self, purity: Tensor) -> Tensor:
         return torch.full_like(purity, 0.5)
+
+
+def _zero_stats(n_tasks: int, like: Tensor) -> dict[str, Tensor]:
+    zero = torch.zeros((), dtype=torch.float64, device=like.device)
+    counts = torch.zeros(n_tasks, dtype=torch.long, device=like.device)
+    return dict(purity=zero, conflicts=zero.clone(), kept=counts, nonzero=counts.clone())
+
+
+def _add_stats(total: dict[str, Tensor] | None, part: dict[str, Tensor] | None, tasks: list[int],
+               sign: int = 1) -> None:
+    if total is None or part is None:
+        return
+    total['purity'] = total['purity'] + sign * part['purity']
+    total['conflicts'] = total['conflicts'] + sign * part['conflicts']
+    idx = torch.tensor(tasks, device=total['kept'].device)
+    total['kept'].index_add_(0, idx, sign * part['kept'])
+    total['nonzero'].index_add_(0, idx, sign * part['nonzero'])
+
+
+def _finish_stats(part: dict[str, Tensor], n_elements: int) -> dict[str, float]:
+    """Logged statistics: mean |P - 1/2| and the conflict fraction over the elements, kept fraction per task."""
+    kept = (part['kept'].double() / part['nonzero'].clamp_min(1).double()).tolist()
+    return {'sign_purity': float(part['purity']) / n_elements,
+            'conflict_frac': float(part['conflicts']) / n_elements,
+            **{f'kept_frac_{i}': float(v) for i, v in enumerate(kept)}}

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from .base import Method, check_grads, flat_per_problem, register_method, sum_tasks, weights_view
+from .blocks import TaskBlocks
 
 
 @register_method
@@ -55,22 +56,32 @@ class GradNorm(Method):
     def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
                 generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
         check_grads(grads, problem_dims)
+        shape = grads.shape[:1 + problem_dims]
+        raw_norms = flat_per_problem(grads, problem_dims).norm(dim=-1).t().reshape(shape)  # |grad_A L_i|
+        w = self._step(raw_norms, losses)
+        return sum_tasks(grads * weights_view(w, grads, problem_dims))
+
+    def combine_blocks(self, blocks: TaskBlocks, *, activation: Tensor | None = None, losses: Tensor | None = None,
+                       generator: torch.Generator | None = None) -> Tensor:
+        w = self._step(blocks.sq_norms().sqrt().to(blocks.dtype), losses)
+        return blocks.linear_combination(w)
+
+    def _step(self, raw_norms: Tensor, losses: Tensor | None) -> Tensor:
+        """This step's weights ``[T, *problem]`` (set as :attr:`task_weights`), then the update for the next one,
+        from the norms of the unweighted task gradients ``raw_norms``."""
         if losses is None:
             raise ValueError('GradNorm needs the task losses (losses=...)')
-        shape = grads.shape[:1 + problem_dims]
-        losses = losses.detach().reshape(shape).to(grads.dtype)
+        shape = raw_norms.shape
+        losses = losses.detach().reshape(shape).to(raw_norms.dtype)
         if self.weights is None or self.weights.shape != shape:
             if self.weights is not None:
                 raise ValueError(f'GradNorm was set up for weights of shape {tuple(self.weights.shape)} '
                                  f'but got {tuple(shape)} (number of tasks changed?)')
-            self.weights = torch.ones(shape, dtype=grads.dtype, device=grads.device)
+            self.weights = torch.ones(shape, dtype=raw_norms.dtype, device=raw_norms.device)
         if self.initial_losses is None:
             self.initial_losses = losses.clone()
-        w = self.weights.to(device=grads.device, dtype=grads.dtype)
+        w = self.weights.to(device=raw_norms.device, dtype=raw_norms.dtype)
         self.task_weights = w.clone()
-        out = sum_tasks(grads * weights_view(w, grads, problem_dims))
-
-        raw_norms = flat_per_problem(grads, problem_dims).norm(dim=-1).t().reshape(shape)  # |grad_A L_i|
         norms = w * raw_norms
         ratio = losses / self.initial_losses.to(losses).clamp_min(1e-12)
         n_tasks = shape[0]
@@ -80,7 +91,7 @@ class GradNorm(Method):
         new = (w - self.lr * grad_w).clamp_min(self.min_weight)
         self.weights = new * (n_tasks / sum_tasks(new))
         self._stats = {'gradnorm_loss': (norms - target).abs().sum().item()}
-        return out
+        return w
 
     def state_dict(self) -> dict[str, Any]:
         return {'weights': self.weights, 'initial_losses': self.initial_losses}

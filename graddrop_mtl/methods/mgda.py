@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from .base import Method, check_grads, combine_with_coefficients, gram_matrix, register_method
+from .blocks import TaskBlocks
 
 NORMALIZATIONS = ('none', 'l2', 'loss', 'loss+')
 
@@ -44,20 +45,31 @@ class MGDA(Method):
                 generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
         check_grads(grads, problem_dims)
         flat, gram = gram_matrix(grads, problem_dims)           # [P, T, D], [P, T, T]
-        scale = self._normalizers(gram, losses, grads.shape[0], problem_dims)   # [P, T]
+        alpha = self._alpha(gram, losses, flat[..., 0] if flat.shape[-1] == 1 else None)
+        self.task_weights = alpha.t().reshape(grads.shape[:1 + problem_dims]).to(grads.dtype)
+        return combine_with_coefficients(flat, alpha, grads)
+
+    def combine_blocks(self, blocks: TaskBlocks, *, activation: Tensor | None = None, losses: Tensor | None = None,
+                       generator: torch.Generator | None = None) -> Tensor:
+        alpha = self._alpha(blocks.gram()[None], losses, None)[0]
+        self.task_weights = alpha.to(blocks.dtype)
+        return blocks.linear_combination(alpha)
+
+    def _alpha(self, gram: Tensor, losses: Tensor | None, scalar_grads: Tensor | None) -> Tensor:
+        """Min-norm weights ``[P, T]`` from the Gram matrices ``[P, T, T]`` (``scalar_grads [P, T]``: the
+        gradients themselves when they are one-dimensional, solved in closed form)."""
+        scale = self._normalizers(gram, losses, gram.shape[1])   # [P, T]
         norm_gram = gram / (scale[:, :, None] * scale[:, None, :])
-        if flat.shape[-1] == 1:   # one-dimensional problems: closed form
-            alpha = _min_norm_1d(flat[..., 0].double() / scale)
+        if scalar_grads is not None:
+            alpha = _min_norm_1d(scalar_grads.double() / scale)
             residual = kkt_residual(norm_gram / norm_gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-300)[:, None, None],
                                     alpha)
         else:
             alpha, residual = min_norm_simplex(norm_gram, tol=self.tol, max_iter=self.max_iter)
         self._stats = {'kkt_residual': residual.max().item()}
-        weights = alpha.t().reshape(grads.shape[:1 + problem_dims]).to(grads.dtype)
-        self.task_weights = weights
-        return combine_with_coefficients(flat, alpha, grads)
+        return alpha
 
-    def _normalizers(self, gram: Tensor, losses: Tensor | None, n_tasks: int, problem_dims: int) -> Tensor:
+    def _normalizers(self, gram: Tensor, losses: Tensor | None, n_tasks: int) -> Tensor:
         norms = gram.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()
         if self.normalization == 'none':
             scale = torch.ones_like(norms)

@@ -5,6 +5,7 @@ import torch
 from torch import Tensor
 
 from .base import Method, check_grads, combine_with_coefficients, gram_matrix, register_method, uniform
+from .blocks import TaskBlocks
 
 
 @register_method
@@ -34,10 +35,18 @@ class PCGrad(Method):
                 generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
         check_grads(grads, problem_dims)
         flat, gram = gram_matrix(grads, problem_dims)
+        return combine_with_coefficients(flat, self._coefficients(gram, generator), grads)
+
+    def combine_blocks(self, blocks: TaskBlocks, *, activation: Tensor | None = None, losses: Tensor | None = None,
+                       generator: torch.Generator | None = None) -> Tensor:
+        return blocks.linear_combination(self._coefficients(blocks.gram()[None], generator)[0])
+
+    def _coefficients(self, gram: Tensor, generator) -> Tensor:
+        """``c [P, T]``: the trunk gradient is ``sum_k c[p, k] g_k``."""
         coef = pcgrad_coefficients(gram, iterative=self.iterative, generator=generator)
         off = ~torch.eye(gram.shape[1], dtype=torch.bool, device=gram.device)
         self._stats = {'conflict_pairs_frac': (gram[:, off] < 0).double().mean().item()}
-        return combine_with_coefficients(flat, coef.sum(1), grads)
+        return coef.sum(1)
 
 
 def pcgrad_coefficients(gram: Tensor, *, iterative: bool = False,

@@ -7,17 +7,25 @@ import torch
 from torch import Tensor
 
 from .base import Method, build_method, check_grads, register_method, sum_tasks, weights_view
+from .blocks import TaskBlocks
 
 
 @register_method
 class Sum(Method):
     r"""The baseline: the trunk receives :math:`\sum_i G_i`, exactly what ``loss.backward()`` on the summed loss
-    would send."""
+    would send. The wrapper needs no per-task gradients for it (:attr:`needs_task_grads`), only on the steps
+    where it logs per-task statistics."""
+
+    needs_task_grads = False
 
     def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
                 generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
         check_grads(grads, problem_dims)
         return sum_tasks(grads)
+
+    def combine_blocks(self, blocks: TaskBlocks, *, activation: Tensor | None = None, losses: Tensor | None = None,
+                       generator: torch.Generator | None = None) -> Tensor:
+        return blocks.linear_combination()
 
 
 @register_method
@@ -86,10 +94,25 @@ class Compose(Method):
             raise ValueError(f'{type(self.weighting).__name__} sets no task_weights, so it cannot be the weighting '
                              'of a Compose')
         out = self.then.combine(grads * weights_view(weights, grads, problem_dims), **kwargs)
+        self._set_weights(weights)
+        return out
+
+    def combine_blocks(self, blocks: TaskBlocks, *, activation: Tensor | None = None, losses: Tensor | None = None,
+                       generator: torch.Generator | None = None) -> Tensor:
+        kwargs = dict(activation=activation, losses=losses, generator=generator)
+        self.weighting.combine_blocks(blocks, **kwargs)
+        weights = self.weighting.task_weights
+        if weights is None:
+            raise ValueError(f'{type(self.weighting).__name__} sets no task_weights, so it cannot be the weighting '
+                             'of a Compose')
+        out = self.then.combine_blocks(blocks.scaled(weights), **kwargs)
+        self._set_weights(weights)
+        return out
+
+    def _set_weights(self, weights: Tensor) -> None:
         if self.then.task_weights is not None:
             weights = weights * self.then.task_weights
         self.task_weights = weights
-        return out
 
     def last_stats(self) -> dict[str, float]:
         return {**self.weighting.last_stats(), **self.then.last_stats()}

@@ -99,10 +99,16 @@ def test_linear_heads_give_the_loop_gradients():
     wrapper._capture = None
     names, task_losses = wrapper._task_losses(cap.losses)
     loop = wrapper._grads_loop(task_losses, cap.detached)
-    linear = wrapper._grads_linear(task_losses, cap.detached, cap.head_calls)
+    blocks = wrapper._grads_linear(task_losses, cap.detached, cap.head_calls)
     scale = loop[0].abs().max()
-    torch.testing.assert_close(linear[0], loop[0], rtol=1e-4, atol=1e-5 * float(scale))
+    torch.testing.assert_close(blocks.to_dense(), loop[0], rtol=1e-4, atol=1e-5 * float(scale))
     assert names == NINE and loop[0].shape[0] == 9
+    # classification is dense, the box and direction losses live only where an anchor is positive: they are kept
+    # at those positions only
+    assert blocks.base_tasks == [0] and blocks.patch_tasks == list(range(9))
+    positions = loop[0][1:].abs().amax(dim=(0, 2))          # [B, H, W]: where any box/direction task is non-zero
+    assert blocks.patch_rows.numel() == int((positions > 0).sum()) < positions.numel() // 20
+    torch.testing.assert_close(blocks.sq_norms(), (loop[0].double() ** 2).flatten(1).sum(1), rtol=1e-4, atol=0)
 
 
 def _free_port() -> int:

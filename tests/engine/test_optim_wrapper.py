@@ -10,7 +10,7 @@ from mmengine.optim import OptimWrapper
 
 from graddrop_mtl.engine import MultiTaskOptimWrapper
 
-from .toy import ToyMTL, toy_data
+from .toy import ToyConvMTL, ToyMTL, toy_conv_data, toy_data
 
 METHODS = [dict(type='Sum'), dict(type='GradDrop'), dict(type='GradDrop', leak=[0.0, 0.5, 1.0]),
            dict(type='RandomGradDrop'), dict(type='PCGrad'), dict(type='PCGrad', iterative=True),
@@ -46,6 +46,59 @@ def test_sum_matches_plain_backward(grad_mode):
         model.train_step(data, wrapper)
         plain.train_step(data, plain_wrapper)
     assert_params_close(params(model), params(plain))
+
+
+@pytest.mark.parametrize('grad_mode', ['loop', 'linear'])
+def test_sum_between_statistics_steps_matches_plain_backward(grad_mode):
+    """Sum takes the gradient of the summed loss alone except on statistics steps: still plain training, and the
+    per-task gradient norms are logged on the statistics steps."""
+    torch.manual_seed(0)
+    model = ToyConvMTL()
+    plain = copy.deepcopy(model)
+    wrapper = MultiTaskOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), method=dict(type='Sum'),
+                                    shared='trunk', grad_mode=grad_mode, linear_heads=['conv_cls', 'conv_reg'],
+                                    stats_interval=3)
+    wrapper.message_hub = MessageHub.get_instance(f'mtl-test-sum-interval-{grad_mode}')
+    plain_wrapper = OptimWrapper(torch.optim.SGD(plain.parameters(), lr=0.1))
+    norms = []
+    for step in range(4):
+        data = toy_conv_data(seed=step)
+        model.train_step(data, wrapper)
+        plain.train_step(data, plain_wrapper)
+        norms.append(wrapper.message_hub.log_scalars['train/mtl/grad_norm/loss_reg1'].current())
+    assert_params_close(params(model), params(plain))
+    assert norms[0] == norms[1] == norms[2] != norms[3]     # logged on steps 0 and 3 only
+
+
+@pytest.mark.parametrize('method', [dict(type='Sum'), dict(type='GradDrop', leak=1.0), dict(type='PCGrad'),
+                                    dict(type='MGDA', normalization='l2'), dict(type='GradNorm'),
+                                    dict(type='Compose', weighting=dict(type='GradNorm'), then=dict(type='PCGrad'))],
+                         ids=lambda m: m['type'])
+def test_sparse_linear_heads_train_like_the_loop(method):
+    """1x1-convolution heads whose regression losses live at a few positions: the linear mode keeps those tasks
+    only there (TaskBlocks) and trains exactly as the per-task loop."""
+    torch.manual_seed(0)
+    a = ToyConvMTL()
+    b = copy.deepcopy(a)
+    kw = dict(method=method, shared='trunk', linear_heads=['conv_cls', 'conv_reg'], seed=3)
+    wa = MultiTaskOptimWrapper(torch.optim.SGD(a.parameters(), lr=0.1), grad_mode='linear', **kw)
+    wb = MultiTaskOptimWrapper(torch.optim.SGD(b.parameters(), lr=0.1), grad_mode='loop', **kw)
+    data = toy_conv_data(seed=0)
+    blocks = _capture_grads(a, wa, data)
+    assert blocks.base_tasks == [0] and blocks.patch_tasks == [0, 1, 2, 3]
+    assert blocks.patch_rows.numel() == int(data['pos'].sum()) < data['pos'].numel()
+    for step in range(3):
+        a.train_step(toy_conv_data(seed=step), wa)
+        b.train_step(toy_conv_data(seed=step), wb)
+    assert_params_close(params(a), params(b), atol=1e-5)
+
+
+def _capture_grads(model, wrapper, data):
+    with wrapper.optim_context(model):
+        model(**data)
+    cap, wrapper._capture = wrapper._capture, None
+    _, task_losses = wrapper._task_losses(cap.losses)
+    return wrapper._grads_linear(task_losses, cap.detached, cap.head_calls)
 
 
 def test_leak_one_matches_plain_backward():

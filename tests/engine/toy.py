@@ -26,3 +26,29 @@ class ToyMTL(BaseModel):
 def toy_data(n=6, n_tasks=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     return dict(x=torch.randn(n, 8, generator=g), y=torch.randn(n, n_tasks, generator=g))
+
+
+class ToyConvMTL(BaseModel):
+    """A convolutional trunk read by two 1x1-convolution heads, like a detection head: the classification loss has
+    a gradient at every position, the three regression losses only at the "positive" positions ``pos``."""
+
+    def __init__(self, width: int = 8):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU())
+        self.conv_cls = nn.Conv2d(width, 2, 1)
+        self.conv_reg = nn.Conv2d(width, 3, 1)
+
+    def forward(self, x, y, pos, mode='loss'):
+        h = self.trunk(x)
+        cls, reg = self.conv_cls(h), self.conv_reg(h)
+        losses = {'loss_cls': nn.functional.binary_cross_entropy_with_logits(cls, pos.unsqueeze(1).expand_as(cls))}
+        w = pos.unsqueeze(1)
+        for k in range(3):
+            losses[f'loss_reg{k}'] = (((reg[:, k:k + 1] - y[:, k:k + 1]) ** 2) * w).sum() / w.sum().clamp_min(1)
+        return losses
+
+
+def toy_conv_data(n=2, size=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    pos = (torch.rand(n, size, size, generator=g) > 0.85).float()
+    return dict(x=torch.randn(n, 3, size, size, generator=g), y=torch.randn(n, 3, size, size, generator=g), pos=pos)

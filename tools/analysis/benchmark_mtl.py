@@ -6,10 +6,10 @@
                                                                 # (tools/analysis/benchmark_combine.py)
 
 Each model is built from its experiment's config and trained with the stock ``train_step`` on a fixed synthetic
-batch; the optim wrapper is rebuilt per method from the config with only ``method`` changed. Reported: median
-wall-clock and process CPU seconds per iteration (after warm-up iterations), and both divided by the ``Sum``
-baseline through the same wrapper; ``plain`` is mmengine's ``OptimWrapper`` with ``loss.backward()`` (no per-task
-gradients at all). CPU time is the robust figure on a shared machine.
+batch; one optim wrapper per method is built from the config with only ``method`` changed, and the methods take
+turns iteration by iteration. Reported: median wall-clock and process CPU seconds per iteration (after warm-up
+iterations), divided by the ``Sum`` baseline through the same wrapper and by ``plain``, mmengine's ``OptimWrapper``
+with ``loss.backward()`` (no per-task gradients at all). CPU time is the robust figure on a shared machine.
 """
 from __future__ import annotations
 
@@ -85,22 +85,29 @@ def celeba():
     return model, cfg.optim_wrapper, dict(inputs=images, data_samples=samples)
 
 
-def time_method(model, wrapper_cfg, data, method, iters: int, warmup: int):
+def time_methods(model, wrapper_cfg, data, methods: dict, iters: int, warmup: int):
+    """Median wall and CPU seconds per iteration of every method (``None``: the plain ``OptimWrapper``), the methods
+    taking turns iteration by iteration so that a change in the machine's load affects them all alike."""
     from mmengine.optim import OptimWrapper, build_optim_wrapper
-    if method is None:
-        wrapper = OptimWrapper(torch.optim.Adam(model.parameters(), lr=1e-4))
-    else:
-        cfg = dict(wrapper_cfg)
-        cfg['method'] = method
-        wrapper = build_optim_wrapper(model, cfg)
-    walls, cpus = [], []
+    wrappers = {}
+    for label, method in methods.items():
+        if method is None:
+            wrappers[label] = OptimWrapper(torch.optim.Adam(model.parameters(), lr=1e-4))
+        else:
+            cfg = dict(wrapper_cfg)
+            cfg['method'] = method
+            wrappers[label] = build_optim_wrapper(model, cfg)
+    walls = {label: [] for label in methods}
+    cpus = {label: [] for label in methods}
     for i in range(warmup + iters):
-        w0, c0 = time.perf_counter(), time.process_time()
-        model.train_step(data, wrapper)
-        if i >= warmup:
-            walls.append(time.perf_counter() - w0)
-            cpus.append(time.process_time() - c0)
-    return statistics.median(walls), statistics.median(cpus), getattr(wrapper, 'grad_mode', '-')
+        for label, wrapper in wrappers.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            model.train_step(data, wrapper)
+            if i >= warmup:
+                walls[label].append(time.perf_counter() - w0)
+                cpus[label].append(time.process_time() - c0)
+    return {label: (statistics.median(walls[label]), statistics.median(cpus[label]),
+                    getattr(wrappers[label], 'grad_mode', '-')) for label in methods}
 
 
 def main():
@@ -115,15 +122,18 @@ def main():
     torch.set_num_threads(args.threads)
     for name in args.models:
         model, wrapper_cfg, data = {'pointpillars': pointpillars, 'celeba': celeba}[name]()
-        rows = [('plain OptimWrapper', *time_method(model, wrapper_cfg, data, None, args.iters, args.warmup))]
-        for m in args.methods:
-            rows.append((m, *time_method(model, wrapper_cfg, data, METHODS[m], args.iters, args.warmup)))
+        timed = time_methods(model, wrapper_cfg, data,
+                             {'plain OptimWrapper': None, **{m: METHODS[m] for m in args.methods}},
+                             args.iters, args.warmup)
+        rows = [(label, *values) for label, values in timed.items()]
         base = next(r for r in rows if r[0] == 'Sum')
         print(f'\n{name}: {args.iters} timed iterations after {args.warmup} warm-up, {args.threads} threads')
-        print(f'| method | grad mode | wall s/iter | CPU s/iter | wall / Sum | CPU / Sum |')
-        print('|---|---|---|---|---|---|')
+        plain = rows[0]
+        print('| method | grad mode | wall s/iter | CPU s/iter | wall / Sum | CPU / Sum | wall / plain | CPU / plain |')
+        print('|---|---|---|---|---|---|---|---|')
         for label, wall, cpu, mode in rows:
-            print(f'| {label} | {mode} | {wall:.3f} | {cpu:.3f} | {wall / base[1]:.2f} | {cpu / base[2]:.2f} |')
+            print(f'| {label} | {mode} | {wall:.3f} | {cpu:.3f} | {wall / base[1]:.2f} | {cpu / base[2]:.2f} '
+                  f'| {wall / plain[1]:.2f} | {cpu / plain[2]:.2f} |')
         sys.stdout.flush()
     if args.combine:
         import runpy
