@@ -204,11 +204,13 @@ def sq_norms(flat: Tensor, chunk: int = 1 << 14) -> Tensor:
     return head + torch.linalg.vector_norm(flat[:, q * chunk:], dim=1).double() ** 2
 
 
-def gram_matrix(grads: Tensor, problem_dims: int = 0, chunk: int = 1 << 20) -> tuple[Tensor, Tensor]:
+def gram_matrix(grads: Tensor, problem_dims: int = 0, chunk: int = 1 << 14) -> tuple[Tensor, Tensor]:
     """Flattened gradients ``[P, T, D]`` and their Gram matrices ``[P, T, T]`` in float64.
 
-    The products are accumulated in float64 chunk by chunk (``chunk`` elements per task at a time): a float32 Gram
-    matrix of million-element gradients is off by about 1e-4 relative, too much for MGDA's KKT tolerance.
+    Short gradients (``D <= chunk``) are multiplied in float64. Longer ones chunk by chunk: each chunk's products
+    in the gradients' own precision (fast BLAS), the chunks summed in float64. With ``chunk = 2**14`` float32 entries
+    come out within about 4e-8 of the float64 products (relative to the norms); one float32 product over 5M
+    elements is off by about 1e-4, too much for MGDA's KKT tolerance, and a float64 conversion costs several passes.
     """
     flat = flat_per_problem(grads, problem_dims)
     if flat.dtype == torch.float64 or flat.shape[-1] <= chunk:
@@ -216,8 +218,8 @@ def gram_matrix(grads: Tensor, problem_dims: int = 0, chunk: int = 1 << 20) -> t
         return flat, torch.bmm(part, part.transpose(1, 2))
     gram = torch.zeros(flat.shape[0], flat.shape[1], flat.shape[1], dtype=torch.float64, device=flat.device)
     for start in range(0, flat.shape[-1], chunk):
-        part = flat[..., start:start + chunk].double()
-        gram += torch.bmm(part, part.transpose(1, 2))
+        part = flat[..., start:start + chunk]
+        gram += torch.bmm(part, part.transpose(1, 2)).double()
     return flat, gram
 
 
