@@ -174,7 +174,10 @@ def _wolfe_min_norm(gram: np.ndarray, tol: float, max_iter: int) -> np.ndarray:
             system[k, :k] = 1.0
             rhs = np.zeros(k + 1)
             rhs[k] = 1.0
-            mu = np.linalg.lstsq(system, rhs, rcond=None)[0][:k]
+            try:
+                mu = np.linalg.solve(system, rhs)[:k]     # non-singular while the corral is affinely independent
+            except np.linalg.LinAlgError:
+                mu = np.linalg.lstsq(system, rhs, rcond=None)[0][:k]
             if np.all(mu > 1e-14):
                 lam[:] = 0.0
                 lam[idx] = mu
