@@ -2,6 +2,7 @@
 
     python tools/analysis/benchmark_mtl.py                      # reduced PointPillars (9 tasks) and CelebA net (40)
     python tools/analysis/benchmark_mtl.py --models pointpillars --iters 5
+    python tools/analysis/benchmark_mtl.py --models celeba --celeba-size 218 178   # the stored image size
     python tools/analysis/benchmark_mtl.py --combine            # also our combine() vs TorchJD / LibMTL
                                                                 # (tools/analysis/benchmark_combine.py)
 
@@ -65,7 +66,7 @@ def pointpillars():
     return model, cfg.optim_wrapper, dict(inputs=dict(points=inputs), data_samples=samples)
 
 
-def celeba():
+def celeba(size=(64, 64)):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
@@ -75,7 +76,7 @@ def celeba():
     init_default_scope('graddrop_mtl')
     model = MODELS.build(cfg.model)
     g = torch.Generator().manual_seed(0)
-    images = [(torch.rand(3, 64, 64, generator=g) * 255).to(torch.uint8) for _ in range(8)]
+    images = [(torch.rand(3, *size, generator=g) * 255).to(torch.uint8) for _ in range(8)]
     from mmengine.structures import BaseDataElement
     samples = []
     for _ in range(8):
@@ -117,11 +118,13 @@ def main():
     p.add_argument('--iters', type=int, default=3)
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--celeba-size', type=int, nargs=2, default=(64, 64), metavar=('H', 'W'),
+                   help="CelebA input size (the config's 64 64; 218 178 is the stored images' size)")
     p.add_argument('--combine', action='store_true', help='also run benchmark_combine.py (peers)')
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     for name in args.models:
-        model, wrapper_cfg, data = {'pointpillars': pointpillars, 'celeba': celeba}[name]()
+        model, wrapper_cfg, data = pointpillars() if name == 'pointpillars' else celeba(tuple(args.celeba_size))
         timed = time_methods(model, wrapper_cfg, data,
                              {'plain OptimWrapper': None, **{m: METHODS[m] for m in args.methods}},
                              args.iters, args.warmup)
