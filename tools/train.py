@@ -40,8 +40,9 @@ def main(argv=None):
         if optim_wrapper == 'AmpOptimWrapper':
             print_log('AMP training is already enabled in your config.', logger='current', level=logging.WARNING)
         elif optim_wrapper == 'MultiTaskOptimWrapper':
-            raise NotImplementedError('--amp is not supported by MultiTaskOptimWrapper yet (the per-task gradients '
-                                      'would need the loss scaler); train in fp32')
+            # mixed precision inside the multitask wrapper: autocast forward, per-task gradients of scaled losses
+            if not cfg.optim_wrapper.get('amp'):
+                cfg.optim_wrapper.amp = True
         else:
             assert optim_wrapper == 'OptimWrapper', (
                 '`--amp` is only supported when the optimizer wrapper type is `OptimWrapper` but got '

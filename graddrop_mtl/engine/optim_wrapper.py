@@ -88,7 +88,8 @@ class MultiTaskOptimWrapper(OptimWrapper):
             groups keys into tasks with static weights.
         grad_mode: ``'batched'`` (one ``autograd.grad`` call with ``is_grads_batched=True``), ``'loop'`` (one call
             per task), ``'linear'`` (see ``linear_heads``) or ``'auto'`` (every applicable mode on the first step:
-            checks they agree with the loop, keeps the fastest, logs the choice).
+            checks they agree with the loop and logs their times; keeps ``'linear'`` if it agrees, else the faster
+            of the other two).
         linear_heads: dotted paths of the linear layers (``Conv*d``/``Linear``) that consume the shared activation,
             e.g. the three 1x1 convolutions of mmdet3d's ``Anchor3DHead``. With them the per-task gradients are taken
             at these layers' outputs (a backward through the small loss graph only) and mapped back to the
@@ -109,6 +110,14 @@ class MultiTaskOptimWrapper(OptimWrapper):
             steps (the logged values hold in between). Per-task gradient norms and weights are logged every step,
             except with ``Sum``, which computes per-task gradients only on these steps.
         log_per_task: log per-task gradient norms, weights and kept fractions (one scalar each).
+        amp: mixed precision (what ``tools/train.py --amp`` sets): ``True`` or ``dict(dtype=..., loss_scale=...)``.
+            The forward runs under ``torch.autocast`` in ``dtype`` (default ``'float16'`` on CUDA, ``'bfloat16'``
+            on the CPU; ``None``: no autocast). ``loss_scale``: ``'dynamic'`` (default for float16; a
+            ``torch.amp.GradScaler``), a number (static), a dict of ``GradScaler`` arguments, or ``None`` (default
+            for bfloat16). The task losses are scaled before the per-task gradients are taken, which are unscaled
+            (to float32) before the method combines them; the trunk and head gradients are scaled again for the
+            one backward and unscaled before ``clip_grad`` and the step. A non-finite per-task gradient under
+            dynamic scaling is an overflow: the step is skipped and the scale lowered, as ``GradScaler`` does.
         **kwargs: ``accumulative_counts``, ``clip_grad`` as for ``OptimWrapper``.
     """
 
@@ -116,8 +125,10 @@ class MultiTaskOptimWrapper(OptimWrapper):
                  tasks: Sequence[str] | Mapping[str, Any] | None = None, grad_mode: str = 'auto',
                  problem_dims: int = 0, problem_rng: bool = False, problem_ids: Sequence[int] | None = None,
                  seed: int | None = None, stats_interval: int = 1, log_per_task: bool = True,
-                 linear_heads: Sequence[str] | None = None, **kwargs) -> None:
+                 linear_heads: Sequence[str] | None = None, amp: bool | Mapping[str, Any] = False,
+                 **kwargs) -> None:
         super().__init__(optimizer, **kwargs)
+        self.amp_dtype, self.loss_scaler = self._parse_amp(amp)
         if not shared or not isinstance(shared, str):
             raise ValueError('MultiTaskOptimWrapper needs shared="<dotted.module.path>", the module whose output is '
                              'the shared activation (e.g. shared="pts_neck")')
@@ -148,6 +159,32 @@ class MultiTaskOptimWrapper(OptimWrapper):
         self._hooks: list[Any] = []
 
     # ------------------------------------------------------------------------------------------------ set-up
+    def _parse_amp(self, amp) -> tuple[torch.dtype | None, Any]:
+        if not amp:
+            return None, None
+        cfg = {} if amp is True else dict(amp)
+        unknown = set(cfg) - {'dtype', 'loss_scale'}
+        if unknown:
+            raise ValueError(f'amp: unknown keys {sorted(unknown)}; expected dtype=..., loss_scale=...')
+        params = [p for group in self.optimizer.param_groups for p in group['params']]
+        device = params[0].device.type if params else 'cpu'
+        self._amp_device = device
+        dtype_name = cfg.get('dtype', 'float16' if device == 'cuda' else 'bfloat16')
+        dtypes = {'float16': torch.float16, 'bfloat16': torch.bfloat16, None: None}
+        if dtype_name not in dtypes:
+            raise ValueError(f"amp dtype must be 'float16', 'bfloat16' or None, got {dtype_name!r}")
+        dtype = dtypes[dtype_name]
+        scale = cfg.get('loss_scale', 'dynamic' if dtype is torch.float16 else None)
+        if scale is None:
+            return dtype, None
+        if scale == 'dynamic':
+            return dtype, torch.amp.GradScaler(device)
+        if isinstance(scale, (int, float)):
+            return dtype, torch.amp.GradScaler(device, init_scale=float(scale), growth_interval=2**62)
+        if isinstance(scale, Mapping):
+            return dtype, torch.amp.GradScaler(device, **scale)
+        raise ValueError(f"amp loss_scale must be 'dynamic', a number, a dict or None, got {scale!r}")
+
     @staticmethod
     def _parse_tasks(tasks) -> list[TaskSpec] | None:
         if tasks is None:
@@ -257,7 +294,11 @@ class MultiTaskOptimWrapper(OptimWrapper):
         self._capturing = True
         try:
             with super().optim_context(model):
-                yield
+                if self.amp_dtype is None:
+                    yield
+                else:
+                    with torch.autocast(device_type=self._amp_device, dtype=self.amp_dtype):
+                        yield
         finally:
             self._capturing = False
 
@@ -354,7 +395,10 @@ class MultiTaskOptimWrapper(OptimWrapper):
                     notes[mode] = 'differs from the loop, not used'
                     continue
             timings[mode] = elapsed
-        chosen = min(timings, key=timings.get)
+        # 'linear' whenever it agrees with the loop: its sparse gradients make the methods draw their random numbers
+        # differently from the dense modes, so a choice by timing alone would make runs with one seed differ.
+        # Between the dense modes (identical results) the faster one.
+        chosen = 'linear' if 'linear' in timings else min(timings, key=timings.get)
         report = ', '.join([f'{m} {t:.3f}s' for m, t in timings.items()] + [f'{m} {n}' for m, n in notes.items()])
         print_log(f'MultiTaskOptimWrapper: per-task gradients by {report}: using {chosen}', logger='current')
         self.grad_mode = chosen
@@ -423,16 +467,20 @@ class MultiTaskOptimWrapper(OptimWrapper):
                                '(BaseModel / MMDistributedDataParallel) or wrap the forward in optim_context.')
         names, task_losses = self._task_losses(cap.losses)
         acts = cap.detached
-        loss_values = torch.stack([v.detach() for v in task_losses])
+        loss_values = torch.stack([v.detach().float() for v in task_losses])
         stats_step = self._steps % self.stats_interval == 0
+        amp_scale = 1.0
+        if self.loss_scaler is not None:   # (scale() also creates the scaler's state on the losses' device)
+            amp_scale = float(self.loss_scaler.scale(torch.ones((), device=loss_values.device)))
+        grad_losses = task_losses if amp_scale == 1.0 else [v * amp_scale for v in task_losses]
         if self.method.needs_task_grads or (self.log_per_task and stats_step) or self.grad_mode == 'auto':
-            grads = self._per_task_grads(task_losses, acts, cap.head_calls)
+            grads = self._unscale(self._per_task_grads(grad_losses, acts, cap.head_calls), amp_scale)
             norms = grads.sq_norms().sqrt() if isinstance(grads, TaskBlocks) else self._task_norms(grads)
         else:
             # The trunk gets the plain sum (Sum): the gradient of the summed loss, taken as one task.
             grads = None
-            total = self._grads('loop' if self.grad_mode == 'batched' else self.grad_mode,
-                                [sum(v.sum() for v in task_losses)], acts, cap.head_calls)
+            total = self._unscale(self._grads('loop' if self.grad_mode == 'batched' else self.grad_mode,
+                                              [sum(v.sum() for v in grad_losses)], acts, cap.head_calls), amp_scale)
             if isinstance(total, TaskBlocks):
                 summed = [total.base[0] if total.patch is None and total.base is not None else
                           total.linear_combination()]
@@ -441,6 +489,14 @@ class MultiTaskOptimWrapper(OptimWrapper):
                 summed = [g[0] for g in total]
                 norms = self._task_norms(total)
         if not self._all_finite(norms, loss_values):
+            if self.loss_scaler is not None and bool(torch.isfinite(loss_values).all()):
+                # an overflow of the scaled gradients: lower the scale, skip the step (as GradScaler does)
+                self.loss_scaler.update(amp_scale * self.loss_scaler.get_backoff_factor())
+                print_log(f'MultiTaskOptimWrapper: scaled gradients overflowed, step skipped, loss scale '
+                          f'{amp_scale:g} -> {self.loss_scaler.get_scale():g}', logger='current')
+                self._inner_count += 1
+                self.zero_grad()
+                return
             self._skip_step(names, norms if grads is not None else None, loss_values)
             return
         self._steps += 1
@@ -471,10 +527,12 @@ class MultiTaskOptimWrapper(OptimWrapper):
                                             materialize_grads=True)
             trunk_grads = [g.detach() + p for g, p in zip(trunk_grads, pen_grads)]
             head_loss = head_loss + penalty
-        scale = self.scale_loss(torch.ones((), dtype=loss_values.dtype, device=loss_values.device))
-        if float(scale) != 1.0:
+        scale = float(self.scale_loss(torch.ones((), dtype=loss_values.dtype, device=loss_values.device)))
+        scale *= amp_scale
+        if scale != 1.0:
             trunk_grads = [g * scale for g in trunk_grads]
             head_loss = head_loss * scale
+        trunk_grads = [g.to(a.dtype) for g, a in zip(trunk_grads, cap.originals)]
         # ONE backward: the combined gradient into the trunk, the task losses through the heads. Only into the
         # parameters: the heads' gradient at the detached copy of the activation is not needed any more.
         params = [p for p in self._model.parameters() if p.requires_grad]
@@ -485,6 +543,29 @@ class MultiTaskOptimWrapper(OptimWrapper):
         if self.should_update():
             self.step(**(step_kwargs or {}))
             self.zero_grad(**(zero_kwargs or {}))
+
+    @staticmethod
+    def _unscale(grads: list[Tensor] | TaskBlocks, amp_scale: float) -> list[Tensor] | TaskBlocks:
+        """Per-task gradients of the scaled (mixed-precision) losses -> float32 gradients of the losses."""
+        if isinstance(grads, TaskBlocks):
+            if amp_scale == 1.0 and grads.dtype != torch.float16 and grads.dtype != torch.bfloat16:
+                return grads
+            return grads.scaled(torch.full((grads.n_tasks,), 1.0 / amp_scale, device=grads.device),
+                                dtype=torch.float32)
+        if amp_scale == 1.0:
+            return [g if g.dtype not in (torch.float16, torch.bfloat16) else g.float() for g in grads]
+        return [g.float() / amp_scale for g in grads]
+
+    def step(self, **kwargs) -> None:
+        """``clip_grad`` and ``optimizer.step``; with a loss scaler the gradients are unscaled first and the step
+        goes through the scaler (skipped if a parameter gradient is not finite), which then updates the scale."""
+        if self.loss_scaler is None:
+            return super().step(**kwargs)
+        self.loss_scaler.unscale_(self.optimizer)
+        if self.clip_grad_kwargs:
+            self._clip_grad()
+        self.loss_scaler.step(self.optimizer, **kwargs)
+        self.loss_scaler.update()
 
     def _skip_step(self, names, norms: Tensor | None, loss_values: Tensor) -> None:
         bad = [n for i, n in enumerate(names)
@@ -526,11 +607,16 @@ class MultiTaskOptimWrapper(OptimWrapper):
             gen = self.generator.get_state() if self.generator is not None else self._generator_state
         state['mtl'] = dict(method=self.method.state_dict(), generator=gen, seed=self.seed,
                             skipped_steps=self.skipped_steps, steps=self._steps, grad_mode=self.grad_mode)
+        if self.loss_scaler is not None:
+            state['loss_scaler'] = self.loss_scaler.state_dict()
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
         state_dict = dict(state_dict)
         mtl = state_dict.pop('mtl', None)
+        scaler_state = state_dict.pop('loss_scaler', None)
+        if scaler_state is not None and self.loss_scaler is not None:
+            self.loss_scaler.load_state_dict(scaler_state)
         super().load_state_dict(state_dict)
         if mtl is None:
             return

@@ -170,14 +170,15 @@ class TaskBlocks:
             self.scatter_(out, torch.einsum('t,tnc->nc', c, self.patch[extra]), add=True)
         return out
 
-    def scaled(self, weights: Tensor) -> 'TaskBlocks':
-        """The gradients of ``w_i L_i``."""
-        w = weights.to(device=self.device, dtype=self.dtype).reshape(self.n_tasks)
-        base = None if self.base is None else self.base * w[self.base_tasks].view(-1, *([1] * len(self.shape)))
-        patch = None if self.patch is None else self.patch * w[self.patch_tasks].view(-1, 1, 1)
+    def scaled(self, weights: Tensor, dtype: torch.dtype | None = None) -> 'TaskBlocks':
+        """The gradients of ``w_i L_i`` (in ``dtype``, default the blocks' own)."""
+        dtype = dtype or self.dtype
+        w = weights.to(device=self.device, dtype=dtype).reshape(self.n_tasks)
+        base = None if self.base is None else self.base.to(dtype) * w[self.base_tasks].view(-1, *([1] * len(self.shape)))
+        patch = None if self.patch is None else self.patch.to(dtype) * w[self.patch_tasks].view(-1, 1, 1)
         return TaskBlocks(self.n_tasks, self.shape, base=base, base_tasks=self.base_tasks, patch=patch,
                           patch_rows=self.patch_rows, patch_tasks=self.patch_tasks, channel_dim=self.channel_dim,
-                          dtype=self.dtype, device=self.device)
+                          dtype=dtype, device=self.device)
 
     def __repr__(self) -> str:
         n = 0 if self.patch_rows is None else self.patch_rows.numel()

@@ -336,3 +336,70 @@ def test_linear_heads_must_be_linear_and_all_consumers():
     model, wrapper = make(dict(type='Sum'), grad_mode='auto', linear_heads=['heads.0', 'heads.1'])
     model.train_step(toy_data(), wrapper)
     assert wrapper.grad_mode != 'linear'
+
+
+# ------------------------------------------------------------------------------------------------ mixed precision
+def _conv_wrapper(model, method, **kwargs):
+    return MultiTaskOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.05), method=method, shared='trunk',
+                                 linear_heads=['conv_cls', 'conv_reg'], seed=3, **kwargs)
+
+
+@pytest.mark.parametrize('method', [dict(type='Sum'), dict(type='GradDrop'), dict(type='GradNorm')],
+                         ids=lambda m: m['type'])
+def test_static_loss_scale_is_exact(method):
+    """A power-of-two loss scale (no autocast) scales and unscales exactly: the same training as without it."""
+    torch.manual_seed(0)
+    a = ToyConvMTL()
+    b = copy.deepcopy(a)
+    wa = _conv_wrapper(a, method, amp=dict(dtype=None, loss_scale=1024.0), clip_grad=dict(max_norm=1.0))
+    wb = _conv_wrapper(b, method, clip_grad=dict(max_norm=1.0))
+    for step in range(3):
+        a.train_step(toy_conv_data(seed=step), wa)
+        b.train_step(toy_conv_data(seed=step), wb)
+    assert_params_close(params(a), params(b), atol=1e-7)
+    assert wa.state_dict()['loss_scaler']['scale'] == 1024.0
+
+
+@pytest.mark.parametrize('dtype', ['bfloat16', 'float16'])
+def test_autocast_trains_in_mixed_precision(dtype):
+    torch.manual_seed(0)
+    model = ToyConvMTL()
+    wrapper = _conv_wrapper(model, dict(type='GradDrop'), amp=dict(dtype=dtype))
+    seen = []
+    model.trunk.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    losses = []
+    for step in range(30):
+        data = toy_conv_data(seed=0)
+        log = model.train_step(data, wrapper)
+        losses.append(float(log['loss']))
+    assert seen[0] == getattr(torch, dtype)
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())
+    assert losses[-1] < 0.9 * losses[0]
+    assert (wrapper.loss_scaler is not None) == (dtype == 'float16')
+
+
+def test_dynamic_loss_scale_overflow_skips_and_backs_off():
+    torch.manual_seed(0)
+    model = ToyConvMTL()
+    wrapper = _conv_wrapper(model, dict(type='GradDrop'), amp=dict(dtype=None, loss_scale=dict(init_scale=2.0**127)))
+    before = params(model)
+    data = toy_conv_data(seed=0)
+    data['y'] = data['y'] * 1e4          # regression losses ~1e8: times 2^127 they overflow float32
+    model.train_step(data, wrapper)
+    assert_params_close(params(model), before, atol=0)          # overflow: nothing updated
+    assert wrapper.loss_scaler.get_scale() == 2.0**126
+    for step in range(1, 4):   # ordinary data: the gradients fit at that scale, training proceeds
+        model.train_step(toy_conv_data(seed=step), wrapper)
+    assert wrapper.loss_scaler.get_scale() == 2.0**126
+    assert any(not torch.equal(x, y) for x, y in zip(params(model), before))
+    state = wrapper.state_dict()
+    other = _conv_wrapper(ToyConvMTL(), dict(type='GradDrop'), amp=dict(dtype=None, loss_scale='dynamic'))
+    other.load_state_dict(state)
+    assert other.loss_scaler.get_scale() == wrapper.loss_scaler.get_scale()
+
+
+def test_amp_arguments_are_checked():
+    with pytest.raises(ValueError, match="amp dtype must be"):
+        _conv_wrapper(ToyConvMTL(), dict(type='Sum'), amp=dict(dtype='float8'))
+    with pytest.raises(ValueError, match='amp: unknown keys'):
+        _conv_wrapper(ToyConvMTL(), dict(type='Sum'), amp=dict(scale=2))
