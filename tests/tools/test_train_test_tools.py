@@ -73,3 +73,13 @@ def test_dist_train_two_cpu_processes(repo_root, tmp_path):
     assert proc.returncode == 0, out[-4000:]
     assert (tmp_path / 'iter_10.pth').is_file()
     assert 'Distributed training: True' in out and 'GPU number: 2' in out, out[-3000:]   # mmengine's env log
+
+
+@pytest.mark.slow
+def test_train_amp_uses_the_multitask_wrapper(repo_root, tmp_path):
+    """--amp with MultiTaskOptimWrapper: mixed precision inside the wrapper (bfloat16 autocast on the CPU)."""
+    train(repo_root, tmp_path, 10, '--amp')
+    ckpt = torch.load(tmp_path / 'iter_10.pth', map_location='cpu', weights_only=False)
+    assert torch.isfinite(ckpt['state_dict']['trunk.weight']).all()
+    dumped = open(tmp_path / 'sine_graddrop.py').read()
+    assert "type='MultiTaskOptimWrapper'" in dumped and 'amp=True' in dumped
