@@ -32,19 +32,33 @@ def parse_args(argv=None):
                    'lidars scale with it')
     p.add_argument('--objects', type=int, default=SyntheticConfig.num_objects,
                    help=f'objects per segment (default {SyntheticConfig.num_objects})')
+    p.add_argument('--scene-radius', type=float, default=SyntheticConfig.scene_radius,
+                   help=f'objects start within this distance of the ego vehicle, metres '
+                   f'(default {SyntheticConfig.scene_radius:g})')
+    p.add_argument('--max-distance', type=float, default=SyntheticConfig.max_distance,
+                   help=f'objects stay within this distance of the ego vehicle in every frame, metres '
+                   f'(default {SyntheticConfig.max_distance:g})')
+    p.add_argument('--type-weights', type=float, nargs=4, metavar=('VEHICLE', 'PEDESTRIAN', 'CYCLIST', 'SIGN'),
+                   help='relative frequencies of the object types (default 0.5 0.25 0.15 0.1)')
     args = p.parse_args(argv)
     for name in ('num_segments', 'frames', 'width'):
         if getattr(args, name) < 1:
             p.error(f'--{name.replace("_", "-")} must be >= 1')
     if args.width < 16:
         p.error('--width must be >= 16')
+    if not 4.0 < args.scene_radius <= args.max_distance:
+        p.error('need 4 < --scene-radius <= --max-distance (objects start at least 4 m from the ego vehicle)')
+    if args.type_weights is not None and (min(args.type_weights) < 0 or sum(args.type_weights) <= 0):
+        p.error('--type-weights must be non-negative with a positive sum')
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     out = osp.join(args.out_dir, 'waymo_format', args.split)
-    cfg = SyntheticConfig(num_frames=args.frames, width=args.width, num_objects=args.objects)
+    cfg = SyntheticConfig(num_frames=args.frames, width=args.width, num_objects=args.objects,
+                          scene_radius=args.scene_radius, max_distance=args.max_distance,
+                          type_weights=None if args.type_weights is None else tuple(args.type_weights))
     t0 = time.perf_counter()
     paths = write_segments(out, num_segments=args.num_segments, seed=args.seed, config=cfg,
                            first_index=SPLIT_FIRST_INDEX[args.split])

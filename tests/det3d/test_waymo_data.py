@@ -302,6 +302,18 @@ def test_top_lidar_pixel_pose_is_applied():
     assert np.abs(with_pose - without).max() > 0.01  # the ego moved during the sweep
 
 
+def test_scene_knobs_keep_objects_close_and_choose_types():
+    """The demo's scenes: every object within max_distance of the ego vehicle in every frame, types by weight."""
+    cfg = SyntheticConfig(num_frames=3, width=128, num_objects=8, scene_radius=17.0, max_distance=17.0,
+                          type_weights=(1.0, 0.0, 0.0, 0.0))
+    frames = make_segment(3, 0, cfg)
+    for f in frames:
+        assert len(f.laser_labels) >= 6 and {l.type for l in f.laser_labels} == {1}  # vehicles only
+        assert max(np.hypot(l.box.center_x, l.box.center_y) for l in f.laser_labels) <= 17.0 + 0.5
+    with pytest.raises(ValueError, match='type_weights'):
+        make_segment(3, 0, SyntheticConfig(num_frames=1, width=128, type_weights=(0.0, 0.0, 0.0, 0.0)))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # create_data
 

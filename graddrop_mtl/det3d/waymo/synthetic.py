@@ -81,7 +81,13 @@ class SyntheticConfig:
         range_noise: standard deviation of the range noise in metres (clipped to 3 sigma).
         second_return_prob: probability that a ray hitting an object also returns from the surface behind it.
         dropout: probability that a ray that hits something returns nothing.
-        scene_radius: objects start within this distance of the ego vehicle (metres); they stay within 60 m.
+        scene_radius: objects start within this distance of the ego vehicle (metres).
+        max_distance: objects stay within this distance of the ego vehicle in every frame (metres; objects that
+            would leave it are not placed).
+        type_weights: relative frequencies of (vehicle, pedestrian, cyclist, sign); default (0.5, 0.25, 0.15, 0.1).
+
+    The defaults spread objects over the TOP lidar's range. The demo (``tools/demo.py``) models only a 38.4 m square
+    around the vehicle and asks for a denser scene inside it: ``scene_radius=max_distance=17``, mostly vehicles.
     """
 
     num_frames: int = 5
@@ -92,6 +98,8 @@ class SyntheticConfig:
     second_return_prob: float = 0.15
     dropout: float = 0.01
     scene_radius: float = 45.0
+    max_distance: float = 60.0
+    type_weights: tuple[float, float, float, float] | None = None
 
     def short_shape(self) -> tuple[int, int]:
         return max(8, round(200 * self.width / 2650)), max(16, round(600 * self.width / 2650))
@@ -201,7 +209,11 @@ def _make_objects(rng: np.random.Generator, cfg: SyntheticConfig, ego: _Ego) -> 
     times = np.arange(cfg.num_frames) * 0.1
     ego_xy = ego.rpyxyz(times)[:, 3:5]
     types = list(_OBJECT_TYPES)
-    probs = np.array([_OBJECT_TYPES[t][0] for t in types])
+    probs = np.array([_OBJECT_TYPES[t][0] for t in types] if cfg.type_weights is None else
+                     [float(w) for w in cfg.type_weights])
+    if probs.shape != (len(types),) or np.any(probs < 0) or probs.sum() <= 0:
+        raise ValueError(f'type_weights must be {len(types)} non-negative numbers (vehicle, pedestrian, cyclist, '
+                         f'sign) with a positive sum, got {cfg.type_weights!r}')
     objects: list[_Object] = []
     for _ in range(cfg.num_objects):
         for _attempt in range(100):
@@ -216,7 +228,7 @@ def _make_objects(rng: np.random.Generator, cfg: SyntheticConfig, ego: _Ego) -> 
                           speed, _INTENSITY[typ])
             centers = np.stack([obj.center(t) for t in times])
             d_ego = np.linalg.norm(centers - ego_xy, axis=1)
-            if np.any(d_ego < obj.radius() + 3.5) or np.any(d_ego > 60.0):
+            if np.any(d_ego < obj.radius() + 3.5) or np.any(d_ego > cfg.max_distance):
                 continue
             if any(np.any(np.linalg.norm(centers - np.stack([o.center(t) for t in times]), axis=1)
                           < obj.radius() + o.radius() + 0.3) for o in objects):
