@@ -494,8 +494,7 @@ class MultiTaskOptimWrapper(OptimWrapper):
                 self.loss_scaler.update(amp_scale * self.loss_scaler.get_backoff_factor())
                 print_log(f'MultiTaskOptimWrapper: scaled gradients overflowed, step skipped, loss scale '
                           f'{amp_scale:g} -> {self.loss_scaler.get_scale():g}', logger='current')
-                self._inner_count += 1
-                self.zero_grad()
+                self._discard_step()
                 return
             self._skip_step(names, norms if grads is not None else None, loss_values)
             return
@@ -547,13 +546,14 @@ class MultiTaskOptimWrapper(OptimWrapper):
     @staticmethod
     def _unscale(grads: list[Tensor] | TaskBlocks, amp_scale: float) -> list[Tensor] | TaskBlocks:
         """Per-task gradients of the scaled (mixed-precision) losses -> float32 gradients of the losses."""
+        low = (torch.float16, torch.bfloat16)
         if isinstance(grads, TaskBlocks):
-            if amp_scale == 1.0 and grads.dtype != torch.float16 and grads.dtype != torch.bfloat16:
+            if amp_scale == 1.0 and grads.dtype not in low:
                 return grads
             return grads.scaled(torch.full((grads.n_tasks,), 1.0 / amp_scale, device=grads.device),
                                 dtype=torch.float32)
         if amp_scale == 1.0:
-            return [g if g.dtype not in (torch.float16, torch.bfloat16) else g.float() for g in grads]
+            return [g.float() if g.dtype in low else g for g in grads]
         return [g.float() / amp_scale for g in grads]
 
     def step(self, **kwargs) -> None:
@@ -576,9 +576,13 @@ class MultiTaskOptimWrapper(OptimWrapper):
         warnings.warn(f'MultiTaskOptimWrapper: non-finite loss or gradient at the shared activation for tasks '
                       f'{bad or "(on another rank)"}; step skipped, nothing updated '
                       f'({self.skipped_steps} skipped so far)')
+        self._discard_step()
+        self.message_hub.update_scalar('train/mtl/skipped_steps', self.skipped_steps)
+
+    def _discard_step(self) -> None:
+        """Count the iteration (for gradient accumulation) without updating anything."""
         self._inner_count += 1
         self.zero_grad()
-        self.message_hub.update_scalar('train/mtl/skipped_steps', self.skipped_steps)
 
     def _log(self, names, norms: Tensor, weights: Tensor | None) -> None:
         hub = self.message_hub
