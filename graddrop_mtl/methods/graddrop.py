@@ -132,7 +132,8 @@ class GradDrop(Method):
                 base_at_patch = blocks.gather(blocks.base)
                 _, part = self._drop(base_at_patch, base_at_patch, leak[blocks.base_tasks], lambda: u_patch, True)
                 _add_stats(total, part, blocks.base_tasks, sign=-1)
-            blocks.scatter_(out.contiguous() if not out.is_contiguous() else out, patch_out)
+            out = out.contiguous()
+            blocks.scatter_(out, patch_out)
         if self.keep_grad_norm:
             out = out * self._norm_ratio(blocks.linear_combination(), out, 0)
         if stats:
