@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from mmengine.optim import build_optim_wrapper
 
 from graddrop_mtl.datasets.celeba import CELEBA_ATTRIBUTES
-from graddrop_mtl.models.celeba import CelebAMultiTaskNet, build_celeba_model
+from graddrop_mtl.models.celeba import CelebAMultiTaskNet, HeadPool, build_celeba_model
 from graddrop_mtl.registry import MODELS
 
 
@@ -103,3 +103,13 @@ def test_registry_options_and_builder():
         build_celeba_model(head_pool=None)
     with pytest.raises(ValueError, match='unique'):
         build_celeba_model(attributes=['a', 'a'])
+
+
+def test_head_pool_is_the_stock_pool_and_leaves_a_map_of_its_size_in_the_graph_untouched():
+    pool, stock = HeadPool((4, 4)), torch.nn.AdaptiveAvgPool2d((4, 4))
+    x = torch.randn(2, 3, 9, 7)
+    assert torch.equal(pool(x), stock(x))            # a larger map is pooled as by the stock module
+    y = torch.randn(2, 3, 4, 4, requires_grad=True)
+    out = pool(y)
+    assert out is y                                  # already 4 x 4: no pooling op (and no backward) in the graph
+    assert torch.equal(stock(y), y)                  # which is what the stock module computes there
