@@ -194,10 +194,9 @@ class GradDrop(Method):
         if not stats:
             return out, None
         survivor = keep_pos.to(grads.dtype) - keep_neg.to(grads.dtype)
-        flat = signed.reshape(n_tasks, -1)
+        kept, nonzero = sign_counts(signed.reshape(n_tasks, -1), survivor.reshape(-1))
         return out, dict(purity=(purity - 0.5).abs().double().sum(),
-                         conflicts=((pos_mass > 0) & (neg_mass < 0)).double().sum(),
-                         kept=((flat * survivor.reshape(1, -1)) > 0).sum(1), nonzero=(flat != 0).sum(1))
+                         conflicts=((pos_mass > 0) & (neg_mass < 0)).double().sum(), kept=kept, nonzero=nonzero)
 
     def _batch_separated_signal(self, grads: Tensor, activation: Tensor | None, problem_dims: int) -> Tensor:
         if activation is None:
@@ -235,6 +234,32 @@ class RandomGradDrop(GradDrop):
 
     def keep_positive_probability(self, purity: Tensor) -> Tensor:
         return torch.full_like(purity, 0.5)
+
+
+#: Elements per chunk in :func:`sign_counts`: float32 sums of at most 2**22 values in {-1, 0, 1} are exact.
+SIGN_COUNT_CHUNK = 1 << 22
+
+
+def sign_counts(flat: Tensor, survivor: Tensor) -> tuple[Tensor, Tensor]:
+    """Per row of ``flat`` ``[t, n]``: how many elements have the sign of ``survivor`` ``[n]`` (+1, -1 or 0), and
+    how many are non-zero (int64 ``[t]`` each; the kept fraction's numerator and denominator).
+
+    With :math:`s = \mathrm{sign}(x)`: agreeing = :math:`(s \cdot v + |s| \cdot |v|) / 2` and non-zero =
+    :math:`\sum |s|`, as float matrix-vector products (exact: integer sums below 2^24 per chunk of
+    :data:`SIGN_COUNT_CHUNK`, chunks added in float64). Several times faster than ``((x * v) > 0).sum(1)``, whose
+    boolean-to-int64 conversion of ``[t, n]`` costs more than the rest of GradDrop's combine.
+    """
+    dtype = flat.dtype if flat.dtype in (torch.float32, torch.float64) else torch.float32
+    agree = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
+    nonzero = torch.zeros_like(agree)
+    for start in range(0, flat.shape[1], SIGN_COUNT_CHUNK):
+        s = torch.sign(flat[:, start:start + SIGN_COUNT_CHUNK]).to(dtype)
+        v = survivor[start:start + SIGN_COUNT_CHUNK].to(dtype)
+        agree += (s @ v).double()
+        s.abs_()
+        agree += (s @ v.abs()).double()
+        nonzero += s.sum(1, dtype=torch.float64) if dtype == torch.float64 else s.sum(1).double()
+    return (agree / 2).round().long(), nonzero.round().long()
 
 
 def _zero_stats(n_tasks: int, like: Tensor) -> dict[str, Tensor]:

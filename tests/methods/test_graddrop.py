@@ -319,3 +319,30 @@ def test_kept_fraction_statistics():
     assert stats['kept_frac_0'] == pytest.approx(1.0)
     assert stats['kept_frac_1'] == pytest.approx(0.5)
     assert stats['conflict_frac'] == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.bfloat16])
+def test_sign_counts_match_boolean_counts_across_chunks(monkeypatch, dtype):
+    import graddrop_mtl.methods.graddrop as module
+    monkeypatch.setattr(module, 'SIGN_COUNT_CHUNK', 64)   # several chunks and a ragged last one
+    g = gen(3)
+    x = torch.randn(5, 1000, generator=g).to(dtype)
+    x[torch.rand(5, 1000, generator=g) < 0.3] = 0
+    survivor = torch.randint(-1, 2, (1000,), generator=g).to(dtype)
+    kept, nonzero = module.sign_counts(x, survivor)
+    assert torch.equal(kept, ((x.float() * survivor.float()) > 0).sum(1))
+    assert torch.equal(nonzero, (x != 0).sum(1))
+    assert kept.dtype == nonzero.dtype == torch.long
+
+
+def test_kept_fraction_counts_the_surviving_signs():
+    g = gen(4)
+    grads = torch.randn(6, 4, 50, generator=g)
+    grads[:, :, :10] = 0                                   # zeros are neither kept nor counted
+    method = GradDrop()
+    out = method.combine(grads, generator=gen(5))
+    stats = method.last_stats()
+    for i in range(6):
+        nz = grads[i] != 0
+        kept = nz & (grads[i] * out > 0)                   # without leaks, a task's sign survives where out has it
+        assert stats[f'kept_frac_{i}'] == pytest.approx(kept.sum().item() / nz.sum().item())
