@@ -241,7 +241,7 @@ SIGN_COUNT_CHUNK = 1 << 22
 
 
 def sign_counts(flat: Tensor, survivor: Tensor) -> tuple[Tensor, Tensor]:
-    """Per row of ``flat`` ``[t, n]``: how many elements have the sign of ``survivor`` ``[n]`` (+1, -1 or 0), and
+    r"""Per row of ``flat`` ``[t, n]``: how many elements have the sign of ``survivor`` ``[n]`` (+1, -1 or 0), and
     how many are non-zero (int64 ``[t]`` each; the kept fraction's numerator and denominator).
 
     With :math:`s = \mathrm{sign}(x)`: agreeing = :math:`(s \cdot v + |s| \cdot |v|) / 2` and non-zero =
@@ -258,7 +258,7 @@ def sign_counts(flat: Tensor, survivor: Tensor) -> tuple[Tensor, Tensor]:
         agree += (s @ v).double()
         s.abs_()
         agree += (s @ v.abs()).double()
-        nonzero += s.sum(1, dtype=torch.float64) if dtype == torch.float64 else s.sum(1).double()
+        nonzero += s.sum(1).double()
     return (agree / 2).round().long(), nonzero.round().long()
 
 
