@@ -236,8 +236,10 @@ class RandomGradDrop(GradDrop):
         return torch.full_like(purity, 0.5)
 
 
-#: Elements per chunk in :func:`sign_counts`: float32 sums of at most 2**22 values in {-1, 0, 1} are exact.
-SIGN_COUNT_CHUNK = 1 << 22
+#: Elements (rows x columns) per chunk in :func:`sign_counts`: 1 MB of float32, so that a chunk's signs stay in a
+#: core's L2 cache between the products (at CelebA's [40, 262,144] 2.5x faster than one pass over the whole
+#: tensor); a row's part is at most 2**18 values in {-1, 0, 1}, whose float32 sum is exact.
+SIGN_COUNT_CHUNK = 1 << 18
 
 
 def sign_counts(flat: Tensor, survivor: Tensor) -> tuple[Tensor, Tensor]:
@@ -245,16 +247,18 @@ def sign_counts(flat: Tensor, survivor: Tensor) -> tuple[Tensor, Tensor]:
     how many are non-zero (int64 ``[t]`` each; the kept fraction's numerator and denominator).
 
     With :math:`s = \mathrm{sign}(x)`: agreeing = :math:`(s \cdot v + |s| \cdot |v|) / 2` and non-zero =
-    :math:`\sum |s|`, as float matrix-vector products (exact: integer sums below 2^24 per chunk of
-    :data:`SIGN_COUNT_CHUNK`, chunks added in float64). Several times faster than ``((x * v) > 0).sum(1)``, whose
-    boolean-to-int64 conversion of ``[t, n]`` costs more than the rest of GradDrop's combine.
+    :math:`\sum |s|`, as float matrix-vector products over column chunks of about :data:`SIGN_COUNT_CHUNK`
+    elements (exact: integer sums below 2^24 per chunk, chunks added in float64). Several times faster than
+    ``((x * v) > 0).sum(1)``, whose boolean-to-int64 conversion of ``[t, n]`` costs more than the rest of GradDrop's
+    combine.
     """
     dtype = flat.dtype if flat.dtype in (torch.float32, torch.float64) else torch.float32
     agree = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
     nonzero = torch.zeros_like(agree)
-    for start in range(0, flat.shape[1], SIGN_COUNT_CHUNK):
-        s = torch.sign(flat[:, start:start + SIGN_COUNT_CHUNK]).to(dtype)
-        v = survivor[start:start + SIGN_COUNT_CHUNK].to(dtype)
+    cols = max(1, SIGN_COUNT_CHUNK // flat.shape[0])
+    for start in range(0, flat.shape[1], cols):
+        s = torch.sign(flat[:, start:start + cols]).to(dtype)
+        v = survivor[start:start + cols].to(dtype)
         agree += (s @ v).double()
         s.abs_()
         agree += (s @ v.abs()).double()

@@ -324,7 +324,7 @@ def test_kept_fraction_statistics():
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.bfloat16])
 def test_sign_counts_match_boolean_counts_across_chunks(monkeypatch, dtype):
     import graddrop_mtl.methods.graddrop as module
-    monkeypatch.setattr(module, 'SIGN_COUNT_CHUNK', 64)   # several chunks and a ragged last one
+    monkeypatch.setattr(module, 'SIGN_COUNT_CHUNK', 64)   # chunks of 12 columns, a ragged last one
     g = gen(3)
     x = torch.randn(5, 1000, generator=g).to(dtype)
     x[torch.rand(5, 1000, generator=g) < 0.3] = 0

@@ -28,8 +28,8 @@ Peers are not dependencies of the project: install them into a throwaway folder 
     python tools/analysis/benchmark_combine.py --peers-path /tmp/peers \
         --libmtl /tmp/peers_dl/LibMTL-1.1.5-py3-none-any.whl
 
-The table gives the best wall time of ``--repeats`` calls after one warm-up call (the minimum: on a shared
-machine other processes only add time), and ``vs best peer`` = ours /
+The table gives the best wall time of ``--repeats`` calls after one warm-up call, ours and the peers' calls
+taking turns (the minimum: on a shared machine other processes only add time), and ``vs best peer`` = ours /
 fastest available peer (below 1: ours is faster). ``--check`` also prints how far each implementation's MGDA weights
 are from the simplex QP's optimum (KKT residual on the Gram matrix scaled to unit mean diagonal; 0 at the optimum).
 """
@@ -147,18 +147,22 @@ def libmtl_rep_method(cls: type, grads: Tensor, activation: Tensor) -> torch.nn.
 
 
 # -- timing -------------------------------------------------------------------------------------------------------
-def time_call(fn: Callable[[], object], repeats: int) -> float:
-    """Best (minimum) wall time in ms of ``repeats`` calls after one warm-up call.
+def time_calls(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Best (minimum) wall time in ms of ``repeats`` calls of every function, after one warm-up call each.
 
-    The minimum, not the mean, because the machine is shared: other processes only ever add time."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        gc.collect()
-        start = time.perf_counter()
+    The functions take turns call by call, so that a change in the machine's speed (a shared virtual machine's
+    can change by 2x within a minute) affects them alike; the minimum, not the mean, because other processes
+    only ever add time."""
+    for fn in fns.values():
         fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return min(times)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            gc.collect()
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: min(t) for name, t in times.items()}
 
 
 def make_inputs(shape: tuple[int, ...], seed: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -223,9 +227,8 @@ def benchmark_shape(name: str, shape: tuple[int, ...], tjd, libmtl, repeats: int
     ]
     for method, ours_fn, peers in specs:
         row = Row(method, label)
-        row.times_ms['ours'] = time_call(ours_fn, repeats)
-        for peer, fn in peers.items():
-            row.times_ms[peer] = time_call(fn, repeats) if fn is not None else None
+        timed = time_calls({'ours': ours_fn, **{peer: fn for peer, fn in peers.items() if fn is not None}}, repeats)
+        row.times_ms = {'ours': timed['ours'], **{peer: timed.get(peer) for peer in peers}}
         rows.append(row)
         print(f'  {method:26s} {label}: ' + ', '.join(f'{k} {v:.1f} ms' for k, v in row.times_ms.items()
                                                         if v is not None), file=sys.stderr, flush=True)
