@@ -161,12 +161,15 @@ def _wolfe_min_norm(gram: np.ndarray, tol: float, max_iter: int) -> np.ndarray:
         gl = g @ lam
         norm_sq = float(lam @ gl)
         w = int(np.argmin(gl))
-        if gl[w] >= norm_sq - 1e-15 or w in corral or _kkt_np(g, lam) <= tol * 1e-3:
+        gap = norm_sq - float(gl[w])   # how much the best vertex would lower |x|^2 (Wolfe's test)
+        # The KKT residual check (a sort) is only an early exit: it runs once the gap is below tol, which skips
+        # it where it cannot pass and costs at most extra iterations, never accuracy.
+        if gap <= 1e-15 or w in corral or (gap <= tol and _kkt_np(g, lam) <= tol * 1e-3):
             break
         corral.append(w)
         for _ in range(max_iter):                     # minor cycles
             idx = np.array(corral)
-            sub = g[np.ix_(idx, idx)]
+            sub = g[idx][:, idx]
             k = len(idx)
             system = np.zeros((k + 1, k + 1))
             system[:k, :k] = sub

@@ -28,43 +28,31 @@ def test_chunked_gram_matches_float64_products(problem_dims):
     assert flat.shape == (ref.shape[0], 7, grads[0].numel() // ref.shape[0])
 
 
-def test_cpu_syrk_path_restores_blas_threads_and_agrees_with_torch(monkeypatch):
-    blas = base._numpy_blas()
-    if blas is None:
-        pytest.fail('numpy BLAS not found by threadpoolctl: the CPU syrk path of gram_matrix is not in use')
-    grads = torch.randn(6, 4, 3000, generator=gen(1))[:, :, ::2]          # a strided view (rows of stride 6000)
-    before = blas.get_num_threads()
-    calls = []
-    real = base._gram_syrk
-
-    def spy(*args):
-        calls.append(blas.get_num_threads())
-        return real(*args)
-
-    monkeypatch.setattr(base, '_gram_syrk', spy)
-    monkeypatch.setattr(base.torch, 'get_num_threads', lambda: 1)
-    _, fast = gram_matrix(grads, chunk=512)
-    assert calls, 'the syrk path was not taken'
-    assert blas.get_num_threads() == before          # numpy's BLAS thread count is put back
-    monkeypatch.setattr(base, '_numpy_blas', lambda: None)
-    _, slow = gram_matrix(grads, chunk=512)          # torch's bmm
-    assert float((fast - slow).abs().max() / slow.diagonal(dim1=1, dim2=2).amax()) < 1e-6   # float32 chunk products
+def test_chunk_products_are_batched_in_groups_and_keep_a_ragged_tail(monkeypatch):
+    grads = torch.randn(6, 4, 3001, generator=gen(1))[:, :, ::2]          # a strided view, 1501 per row
     ref = reference(grads, 0)
-    assert float((fast - ref).abs().max() / ref.diagonal(dim1=1, dim2=2).amax()) < 1e-6   # float32 chunk products
+    _, whole = gram_matrix(grads, chunk=256)                              # 23 chunks in one bmm, a 115 tail
+    monkeypatch.setattr(base, 'GRAM_BATCH', 4)
+    _, grouped = gram_matrix(grads, chunk=256)                            # the same chunks, bmm calls of 4
+    scale = ref.diagonal(dim1=1, dim2=2).amax()
+    for gram in (whole, grouped):
+        assert float((gram - ref).abs().max() / scale) < 1e-6
+        assert torch.equal(gram, gram.transpose(1, 2))
+    assert float((whole - grouped).abs().max() / scale) < 1e-12           # float64 sums of the same products
 
 
-def test_syrk_runs_on_torch_thread_count():
-    blas = base._numpy_blas()
-    assert blas is not None
-    seen = []
+def test_chunked_gram_is_more_accurate_than_one_float32_product():
+    g = gen(3)
+    m = (torch.randn(5, 400_000, generator=g) + 3.0)                      # large, agreeing rows
+    ref = m.double() @ m.double().T
+    scale = float(ref.diagonal().max())
+    chunked = float((base.chunked_gram(m, 4096) - ref).abs().max()) / scale
+    single = float(((m @ m.T).double() - ref).abs().max()) / scale
+    assert chunked < 1e-7 and chunked < single / 10
 
-    class Probe:
-        def get_num_threads(self):
-            return 7
 
-        def set_num_threads(self, n):
-            seen.append(n)
-
-    grads = torch.randn(3, 2048, generator=gen(2))
-    base._gram_syrk(base.flat_per_problem(grads, 0), 512, Probe())
-    assert seen == [torch.get_num_threads(), 7]   # set to torch's count for the products, then back
+def test_gram_is_differentiable():
+    grads = torch.randn(3, 9000, generator=gen(2), dtype=torch.float64).float().requires_grad_()
+    _, gram = gram_matrix(grads, chunk=2048)
+    gram[0].trace().backward()                                            # d tr(G G^T) / dG = 2 G
+    torch.testing.assert_close(grads.grad, 2 * grads.detach())
