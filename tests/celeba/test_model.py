@@ -113,3 +113,15 @@ def test_head_pool_is_the_stock_pool_and_leaves_a_map_of_its_size_in_the_graph_u
     out = pool(y)
     assert out is y                                  # already 4 x 4: no pooling op (and no backward) in the graph
     assert torch.equal(stock(y), y)                  # which is what the stock module computes there
+
+
+def test_head_pool_of_a_multiple_of_its_size_is_a_batched_mean_with_the_stock_values_and_gradients():
+    pool, stock = HeadPool((4, 4)), torch.nn.AdaptiveAvgPool2d((4, 4))
+    x = torch.randn(2, 3, 8, 12, requires_grad=True)
+    out = pool(x)
+    torch.testing.assert_close(out, stock(x), rtol=0, atol=1e-6)
+    assert out.grad_fn.name() == 'DivBackward0'          # not the stock op, whose backward has no batching rule
+    v = torch.randn(5, *out.shape)                         # five tasks' gradients at the output, in one call
+    (batched,) = torch.autograd.grad(out, x, v, is_grads_batched=True, retain_graph=True)
+    (one,) = torch.autograd.grad(stock(x), x, v[3])
+    torch.testing.assert_close(batched[3], one, rtol=0, atol=1e-7)

@@ -11,6 +11,9 @@ batch; one optim wrapper per method is built from the config with only ``method`
 turns iteration by iteration. Reported: median wall-clock and process CPU seconds per iteration (after warm-up
 iterations), divided by the ``Sum`` baseline through the same wrapper and by ``plain``, mmengine's ``OptimWrapper``
 with ``loss.backward()`` (no per-task gradients at all). CPU time is the robust figure on a shared machine.
+For the CelebA net a ``(floor)`` row times, in the same turns, the one product every exact per-task method pays
+there (the 40 per-task gradients through the first dense layer): its ratio to ``Sum`` is the least any of them
+can add to a step.
 """
 from __future__ import annotations
 
@@ -86,9 +89,19 @@ def celeba(size=(64, 64)):
     return model, cfg.optim_wrapper, dict(inputs=images, data_samples=samples)
 
 
-def time_methods(model, wrapper_cfg, data, methods: dict, iters: int, warmup: int):
+def celeba_task_grad_product(model, n_tasks: int = 40, batch: int = 8):
+    """The floor of every exact per-task method on the CelebA net: the T per-task gradients at the backbone output
+    are ``[T * B, 512] x [512, C * 8 * 8]`` through the first dense layer's weight (what the wrapper's linear-head
+    path computes, whatever the method). Timed alone, on random head-side gradients."""
+    weight = model.head[2][0].weight.detach()                       # DENSE-512 after the pool and the flatten
+    g_out = torch.randn(n_tasks * batch, weight.shape[0])
+    return lambda: torch.mm(g_out, weight)
+
+
+def time_methods(model, wrapper_cfg, data, methods: dict, iters: int, warmup: int, extra: dict | None = None):
     """Median wall and CPU seconds per iteration of every method (``None``: the plain ``OptimWrapper``), the methods
-    taking turns iteration by iteration so that a change in the machine's load affects them all alike."""
+    taking turns iteration by iteration so that a change in the machine's load affects them all alike. ``extra``:
+    more labelled callables timed in the same turns (e.g. a cost floor)."""
     from mmengine.optim import OptimWrapper, build_optim_wrapper
     wrappers = {}
     for label, method in methods.items():
@@ -107,8 +120,14 @@ def time_methods(model, wrapper_cfg, data, methods: dict, iters: int, warmup: in
             if i >= warmup:
                 walls[label].append(time.perf_counter() - w0)
                 cpus[label].append(time.process_time() - c0)
+        for label, fn in (extra or {}).items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            if i >= warmup:
+                walls.setdefault(label, []).append(time.perf_counter() - w0)
+                cpus.setdefault(label, []).append(time.process_time() - c0)
     return {label: (statistics.median(walls[label]), statistics.median(cpus[label]),
-                    getattr(wrappers[label], 'grad_mode', '-')) for label in methods}
+                    getattr(wrappers.get(label), 'grad_mode', '-')) for label in walls}
 
 
 def main():
@@ -125,9 +144,12 @@ def main():
     torch.set_num_threads(args.threads)
     for name in args.models:
         model, wrapper_cfg, data = pointpillars() if name == 'pointpillars' else celeba(tuple(args.celeba_size))
+        extra = {}
+        if name == 'celeba':
+            extra['(floor) per-task gradient product alone'] = celeba_task_grad_product(model)
         timed = time_methods(model, wrapper_cfg, data,
                              {'plain OptimWrapper': None, **{m: METHODS[m] for m in args.methods}},
-                             args.iters, args.warmup)
+                             args.iters, args.warmup, extra)
         rows = [(label, *values) for label, values in timed.items()]
         base = next(r for r in rows if r[0] == 'Sum')
         print(f'\n{name}: {args.iters} timed iterations after {args.warmup} warm-up, {args.threads} threads')
