@@ -89,12 +89,13 @@ def celeba(size=(64, 64)):
     return model, cfg.optim_wrapper, dict(inputs=images, data_samples=samples)
 
 
-def celeba_task_grad_product(model, n_tasks: int = 40, batch: int = 8):
+def celeba_task_grad_product(model, data):
     """The floor of every exact per-task method on the CelebA net: the T per-task gradients at the backbone output
-    are ``[T * B, 512] x [512, C * 8 * 8]`` through the first dense layer's weight (what the wrapper's linear-head
-    path computes, whatever the method). Timed alone, on random head-side gradients."""
+    go through the first dense layer's weight, one ``[T * B, 512] x [512, C * 8 * 8]`` product (what the wrapper's
+    per-task gradient computes there, batched or through ``linear_heads``). Timed alone, on random head-side
+    gradients."""
     weight = model.head[2][0].weight.detach()                       # DENSE-512 after the pool and the flatten
-    g_out = torch.randn(n_tasks * batch, weight.shape[0])
+    g_out = torch.randn(len(model.attributes) * len(data['inputs']), weight.shape[0])
     return lambda: torch.mm(g_out, weight)
 
 
@@ -111,23 +112,19 @@ def time_methods(model, wrapper_cfg, data, methods: dict, iters: int, warmup: in
             cfg = dict(wrapper_cfg)
             cfg['method'] = method
             wrappers[label] = build_optim_wrapper(model, cfg)
-    walls = {label: [] for label in methods}
-    cpus = {label: [] for label in methods}
+    calls = {label: (lambda w=wrapper: model.train_step(data, w)) for label, wrapper in wrappers.items()}
+    calls.update(extra or {})
+    walls = {label: [] for label in calls}
+    cpus = {label: [] for label in calls}
     for i in range(warmup + iters):
-        for label, wrapper in wrappers.items():
+        for label, call in calls.items():
             w0, c0 = time.perf_counter(), time.process_time()
-            model.train_step(data, wrapper)
+            call()
             if i >= warmup:
                 walls[label].append(time.perf_counter() - w0)
                 cpus[label].append(time.process_time() - c0)
-        for label, fn in (extra or {}).items():
-            w0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            if i >= warmup:
-                walls.setdefault(label, []).append(time.perf_counter() - w0)
-                cpus.setdefault(label, []).append(time.process_time() - c0)
     return {label: (statistics.median(walls[label]), statistics.median(cpus[label]),
-                    getattr(wrappers.get(label), 'grad_mode', '-')) for label in walls}
+                    getattr(wrappers.get(label), 'grad_mode', '-')) for label in calls}
 
 
 def main():
@@ -146,7 +143,7 @@ def main():
         model, wrapper_cfg, data = pointpillars() if name == 'pointpillars' else celeba(tuple(args.celeba_size))
         extra = {}
         if name == 'celeba':
-            extra['(floor) per-task gradient product alone'] = celeba_task_grad_product(model)
+            extra['(floor) per-task gradient product alone'] = celeba_task_grad_product(model, data)
         timed = time_methods(model, wrapper_cfg, data,
                              {'plain OptimWrapper': None, **{m: METHODS[m] for m in args.methods}},
                              args.iters, args.warmup, extra)
