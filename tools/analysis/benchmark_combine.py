@@ -32,6 +32,8 @@ The table gives the best wall time of ``--repeats`` calls after one warm-up call
 taking turns (the minimum: on a shared machine other processes only add time), and ``vs best peer`` = ours /
 fastest available peer (below 1: ours is faster). ``--check`` also prints how far each implementation's MGDA weights
 are from the simplex QP's optimum (KKT residual on the Gram matrix scaled to unit mean diagonal; 0 at the optimum).
+``--gram`` (no peers needed) instead times the Gram matrix behind PCGrad and MGDA three ways, with their errors, and
+our MGDA solver: ``OMP_NUM_THREADS=1 python tools/analysis/benchmark_combine.py --gram --repeats 5``.
 """
 from __future__ import annotations
 
@@ -265,6 +267,41 @@ def format_table(rows: list[Row], peers: list[str]) -> str:
     return '\n'.join(out + ([''] + notes if notes else []))
 
 
+def gram_table(shapes: dict[str, tuple[int, ...]], repeats: int) -> str:
+    """``--gram``: our ``gram_matrix`` (batched chunk products) against one float32 ``mm`` (what TorchJD computes)
+    and numpy's ``syrk`` on 2**14-column chunks, with each one's error relative to the largest float64 squared norm;
+    and the time of our MGDA solver on the result."""
+    import numpy as np
+
+    from graddrop_mtl.methods.base import gram_matrix
+    from graddrop_mtl.methods.mgda import min_norm_simplex
+
+    def numpy_syrk(a: np.ndarray, chunk: int = 1 << 14) -> np.ndarray:
+        out = np.zeros((a.shape[0], a.shape[0]))
+        for start in range(0, a.shape[1], chunk):
+            part = a[:, start:start + chunk]
+            out += part @ part.T                     # numpy calls syrk for a product with its own transpose
+        return out
+
+    lines = ['| shape | ours ms | float32 mm ms | numpy syrk ms | ours err | mm err | syrk err | MGDA solver ms |',
+             '|---|---|---|---|---|---|---|---|']
+    for name, shape in shapes.items():
+        grads, _, _ = make_inputs(shape, seed=0)
+        flat = grads.reshape(shape[0], -1)
+        fns = {'ours': lambda: gram_matrix(grads)[1][0], 'mm': lambda: (flat @ flat.T).double(),
+               'syrk': lambda: torch.from_numpy(numpy_syrk(flat.numpy()))}
+        gram = fns['ours']()
+        fns['solver'] = lambda: min_norm_simplex(gram[None])
+        times = time_calls(fns, repeats)
+        ref = flat.double() @ flat.double().T
+        scale = float(ref.diagonal().max())
+        err = {k: float((fns[k]() - ref).abs().max()) / scale for k in ('ours', 'mm', 'syrk')}
+        lines.append(f'| {name} [{", ".join(map(str, shape))}] | {times["ours"]:.1f} | {times["mm"]:.1f} '
+                     f'| {times["syrk"]:.1f} | {err["ours"]:.1e} | {err["mm"]:.1e} | {err["syrk"]:.1e} '
+                     f'| {times["solver"]:.2f} |')
+    return '\n'.join(lines)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -280,20 +317,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--threads', type=int, default=1,
                         help='torch intra-op threads (default 1: steadier timings on a shared machine)')
     parser.add_argument('--check', action='store_true', help='also report the MGDA solutions\' KKT residuals')
+    parser.add_argument('--gram', action='store_true',
+                        help='only time the Gram matrix (ours, one float32 mm, numpy syrk) and our MGDA solver')
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    shapes = {name: SHAPES[name] if name != 'pointpillars' else SHAPES[name][:3] + (args.pp_size, args.pp_size)
+              for name in args.shapes}
+    if args.gram:
+        print(f'# Gram matrix wall time, best of {args.repeats}; torch {torch.__version__}, {args.threads} thread(s)'
+              ' (numpy\'s BLAS on its own thread setting: OMP_NUM_THREADS=1 for one)')
+        print(gram_table(shapes, args.repeats))
+        return
     tjd = load_torchjd(args.peers_path)
     libmtl = load_libmtl(args.libmtl)
     peers = ['torchjd', 'libmtl', 'torchjd 1e-6']
     rows: list[Row] = []
-    for name in args.shapes:
-        shape = SHAPES[name]
-        if name == 'pointpillars':
-            shape = shape[:3] + (args.pp_size, args.pp_size)
+    for name, shape in shapes.items():
         rows += benchmark_shape(name, shape, tjd, libmtl, args.repeats, args.check)
     versions = [f'torch {torch.__version__}', f'{args.threads} thread(s)']
     if tjd is not None:
