@@ -7,6 +7,8 @@ import torch
 from scipy.optimize import minimize
 
 from graddrop_mtl.methods import MGDA, min_norm_simplex
+from graddrop_mtl.methods import mgda as mgda_module
+from graddrop_mtl.methods.mgda import ACTIVE_SET_STEPS, _active_set_min_norm, _wolfe_min_norm
 
 from ._util import gen, kkt_residual, min_norm_by_support_enumeration
 
@@ -240,3 +242,57 @@ def test_float32_gradients_with_many_elements():
     method.combine(g)
     gram = (g.double() @ g.double().T).numpy()
     assert kkt_residual(gram, method.task_weights.double().numpy()) <= 1e-6
+
+
+# -- the two solvers: active-set Newton steps first, Wolfe's algorithm as the fallback ------------------------------
+def random_gram(seed: int, n_tasks: int, d: int, shared: float) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_tasks, d)) + shared * rng.standard_normal(d)
+    x *= rng.uniform(0.2, 3.0, (n_tasks, 1))
+    g = x @ x.T
+    return g / np.abs(np.diag(g)).max()
+
+
+@pytest.mark.parametrize('n_tasks,d,shared,seed', [(5, 30, 0.0, 0), (7, 50, 1.5, 1), (40, 4000, 0.0, 2),
+                                                   (40, 4000, 0.5, 3), (40, 100, 2.0, 4), (12, 40, 0.8, 5)])
+def test_active_set_steps_find_the_kkt_point(n_tasks, d, shared, seed):
+    """Full-rank Gram matrices with supports from one task to all 40: the Newton steps settle on the minimiser that
+    support enumeration (small T) or Wolfe's algorithm (T = 40) finds."""
+    g = random_gram(seed, n_tasks, d, shared)
+    lam = _active_set_min_norm(g, ACTIVE_SET_STEPS)
+    assert lam is not None
+    assert lam.min() >= 0 and lam.sum() == pytest.approx(1.0, abs=1e-12)
+    assert kkt_residual(g, lam) <= 1e-10
+    ref = min_norm_by_support_enumeration(g)[0] if n_tasks <= 7 else _wolfe_min_norm(g, 1e-9, 5000)
+    np.testing.assert_allclose(lam, ref, atol=1e-8)
+
+
+@pytest.mark.parametrize('case', ['duplicate_task', 'more_tasks_than_dims'])
+def test_singular_systems_fall_back_to_wolfe(case):
+    """A repeated gradient, or more tasks than dimensions, makes the full-support system singular: the Newton
+    steps give up (None) and MGDA still returns weights that meet the KKT conditions."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 20)) if case == 'duplicate_task' else rng.standard_normal((12, 3)) + 0.8
+    if case == 'duplicate_task':
+        x = np.concatenate([x, x[:2]])
+    g = x @ x.T
+    assert _active_set_min_norm(g / np.abs(np.diag(g)).max(), ACTIVE_SET_STEPS) is None
+    method = MGDA()
+    out = method.combine(torch.from_numpy(x))
+    alpha = method.task_weights.numpy()
+    assert kkt_residual(g, alpha) <= 1e-6
+    assert float(out @ out) == pytest.approx(min_norm_by_support_enumeration(g)[1], rel=1e-6, abs=1e-12)
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_both_solvers_give_the_same_weights(seed, monkeypatch):
+    """The same MGDA weights with the Newton steps on and off (0 steps: Wolfe's algorithm alone)."""
+    rng = np.random.default_rng(100 + seed)
+    n_tasks = int(rng.integers(3, 41))
+    g = torch.from_numpy(rng.standard_normal((n_tasks, 300)) + rng.uniform(0, 2) * rng.standard_normal(300))
+    method = MGDA()
+    method.combine(g)
+    fast = method.task_weights.clone()
+    monkeypatch.setattr(mgda_module, 'ACTIVE_SET_STEPS', 0)
+    method.combine(g)
+    torch.testing.assert_close(method.task_weights, fast, rtol=0, atol=1e-7)
