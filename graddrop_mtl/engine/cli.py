@@ -9,6 +9,7 @@ import torch
 from mmengine.config import Config, DictAction
 
 from .launch import init_cpu_distributed, trust_local_checkpoints
+from .memory import keep_freed_memory
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +39,9 @@ def load_config(args: argparse.Namespace) -> Config:
 
 
 def prepare_environment(cfg: Config) -> None:
-    """Checkpoints load under torch 2.13; distributed runs work without CUDA (gloo, CPU DDP)."""
+    """Checkpoints load under torch 2.13; distributed runs work without CUDA (gloo, CPU DDP); freed memory is kept
+    for reuse (:func:`~graddrop_mtl.engine.memory.keep_freed_memory`, off with ``GRADDROP_KEEP_FREED_MEMORY=0``)."""
+    keep_freed_memory()
     trust_local_checkpoints()
     if cfg.launcher != 'none' and not torch.cuda.is_available():
         backend = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('backend', 'gloo')

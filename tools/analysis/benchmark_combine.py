@@ -325,6 +325,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    from graddrop_mtl.engine.memory import keep_freed_memory
+    print(f'# freed memory kept for reuse (graddrop_mtl.engine.memory, for ours and the peers): {keep_freed_memory()}')
     shapes = {name: SHAPES[name] if name != 'pointpillars' else SHAPES[name][:3] + (args.pp_size, args.pp_size)
               for name in args.shapes}
     if args.gram:

@@ -28,6 +28,8 @@ import torch
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
+from graddrop_mtl.engine.memory import keep_freed_memory  # noqa: E402
+
 METHODS = {
     'Sum': dict(type='Sum'),
     'GradDrop': dict(type='GradDrop'),
@@ -139,6 +141,8 @@ def main():
     p.add_argument('--combine', action='store_true', help='also run benchmark_combine.py (peers)')
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    kept = keep_freed_memory()
+    print(f'freed memory kept for reuse (graddrop_mtl.engine.memory): {kept}')
     for name in args.models:
         model, wrapper_cfg, data = pointpillars() if name == 'pointpillars' else celeba(tuple(args.celeba_size))
         extra = {}
