@@ -40,24 +40,58 @@ def dense_bn_relu(in_features: int, out_features: int) -> nn.Sequential:
                          nn.ReLU(inplace=True))
 
 
+class WindowMean(torch.autograd.Function):
+    """The mean over equal ``kh x kw`` windows of the last two dims (a map whose size is a multiple of the pooled
+    size), with a backward that batches over the multitask wrapper's per-task gradients.
+
+    Forward: a sum over a reshaped view. Backward: each window's gradient divided by ``kh * kw`` and repeated over
+    the window by two ``torch.stack`` calls (along the width, then the height). Autograd's own backward of the view
+    and sum (an expand made contiguous, whose innermost dim has stride 0) writes the same values about 3x slower:
+    64 ms against 183 ms for CelebA's 40 per-task gradients at the 16 x 16 map of 128 x 128 inputs, the largest
+    part of what GradDrop added to a step there beyond the per-task product. The backward is made of ops with
+    batching rules, so ``autograd.grad(..., is_grads_batched=True)`` runs it once for all tasks, and of
+    differentiable ops, so it can be differentiated again (``generate_vmap_rule`` also lets ``torch.func.vmap``
+    batch the forward).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, kh: int, kw: int) -> Tensor:
+        h, w = x.shape[-2:]
+        return x.reshape(*x.shape[:-2], h // kh, kh, w // kw, kw).sum((-3, -1)) / (kh * kw)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _, ctx.kh, ctx.kw = inputs
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        g = grad / (ctx.kh * ctx.kw)
+        *lead, oh, ow = g.shape
+        rows = torch.stack([g] * ctx.kw, -1).reshape(*lead, oh, ow * ctx.kw)
+        return torch.stack([rows] * ctx.kh, -2).reshape(*lead, oh * ctx.kh, ow * ctx.kw), None, None
+
+
 class HeadPool(nn.AdaptiveAvgPool2d):
     """``AdaptiveAvgPool2d`` that passes a map already of the output size through unchanged, and pools a map whose
-    size is a multiple of the output size by a mean over a reshaped view.
+    size is a multiple of the output size by :class:`WindowMean`.
 
-    The same values as the stock module (up to the order of the window sums in the second case), but no pooling
-    op in the graph: the stock op's backward has no batching rule, so it would run once per task when the
-    multitask optim wrapper takes the 40 per-task gradients at the backbone output (about a quarter of a
-    training step on a CPU at 64 x 64, where it is an identity). At 128 x 128 the view cuts GradDrop's step from
-    1.43x to 1.31x of Sum (``tools/analysis/benchmark_mtl.py --celeba-size 128 128``). Other sizes (the stored
-    218 x 178 images give a 27 x 22 map) use the stock op.
+    The same values as the stock module (up to the order of the window sums in the second case), but no stock
+    pooling op in the graph: its backward has no batching rule, so it would run once per task when the multitask
+    optim wrapper takes the 40 per-task gradients at the backbone output (about a quarter of a training step on a
+    CPU at 64 x 64, where it is an identity). At 128 x 128 a mean over a view cut GradDrop's step from 1.43x to
+    1.31x of Sum, and :class:`WindowMean`'s backward together with freed memory kept for reuse
+    (:mod:`graddrop_mtl.engine.memory`) to 1.18x (``tools/analysis/benchmark_mtl.py --celeba-size 128 128``).
+    Other sizes (the stored 218 x 178 images give a 27 x 22 map) use the stock op.
     """
 
     def forward(self, x: Tensor) -> Tensor:
         (h, w), (oh, ow) = x.shape[-2:], self.output_size
         if (h, w) == (oh, ow):
             return x
-        if h % oh == 0 and w % ow == 0:   # equal windows: a mean over a view, whose backward batches over tasks
-            return x.reshape(*x.shape[:-2], oh, h // oh, ow, w // ow).sum((-3, -1)) / ((h // oh) * (w // ow))
+        if h % oh == 0 and w % ow == 0:   # equal windows: a mean whose backward batches over tasks
+            return WindowMean.apply(x, h // oh, w // ow)
         return super().forward(x)
 
 

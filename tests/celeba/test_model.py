@@ -120,8 +120,28 @@ def test_head_pool_of_a_multiple_of_its_size_is_a_batched_mean_with_the_stock_va
     x = torch.randn(2, 3, 8, 12, requires_grad=True)
     out = pool(x)
     torch.testing.assert_close(out, stock(x), rtol=0, atol=1e-6)
-    assert out.grad_fn.name() == 'DivBackward0'          # not the stock op, whose backward has no batching rule
+    assert out.grad_fn.name() == 'WindowMeanBackward'    # not the stock op, whose backward has no batching rule
     v = torch.randn(5, *out.shape)                         # five tasks' gradients at the output, in one call
     (batched,) = torch.autograd.grad(out, x, v, is_grads_batched=True, retain_graph=True)
     (one,) = torch.autograd.grad(stock(x), x, v[3])
     torch.testing.assert_close(batched[3], one, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize('size,pooled', [((8, 12), (4, 4)), ((16, 16), (8, 8)), ((9, 6), (3, 2))])
+def test_window_mean_backward_equals_the_stock_pool_for_every_task_and_differentiates_twice(size, pooled):
+    """WindowMean's own backward (the window's gradient repeated by two stacks) gives exactly the stock pool's
+    gradient (to the last bit for windows of 2^k elements) for each of the per-task gradients taken in one batched
+    call, and has a gradient itself."""
+    pool, stock = HeadPool(pooled), torch.nn.AdaptiveAvgPool2d(pooled)
+    x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
+    out = pool(x)
+    v = torch.randn(4, *out.shape, dtype=torch.float64)
+    (batched,) = torch.autograd.grad(out, x, v, is_grads_batched=True)
+    for i in range(4):
+        (one,) = torch.autograd.grad(stock(x), x, v[i])
+        window = (size[0] // pooled[0]) * (size[1] // pooled[1])
+        if window & (window - 1) == 0:     # 2^k elements: dividing by the window size is exact
+            assert torch.equal(batched[i], one)
+        else:                              # a 3 x 3 window's 1/9 may round differently from the stock op's
+            torch.testing.assert_close(batched[i], one, rtol=1e-15, atol=0)
+    assert torch.autograd.gradgradcheck(lambda t: pool(t).pow(2), (x,))
