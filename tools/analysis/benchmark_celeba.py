@@ -37,6 +37,7 @@ from mmengine.registry import init_default_scope  # noqa: E402
 
 import graddrop_mtl  # noqa: E402,F401
 from graddrop_mtl.datasets.celeba import CELEBA_POSITIVE_RATES, CelebADataset  # noqa: E402
+from graddrop_mtl.engine.memory import keep_freed_memory  # noqa: E402
 from graddrop_mtl.registry import MODELS  # noqa: E402
 
 BASELINE, GRADDROP, PLAIN = 'celeba_sum.py', 'celeba_graddrop.py', 'plain OptimWrapper'
@@ -89,7 +90,7 @@ def time_config(cfg: Config, batches: list[dict], warmup: int, iters: int, seed:
         model.train_step(batch, wrapper)
         times.append(time.perf_counter() - start)
     method = getattr(wrapper, 'method', None)
-    mode = 'none' if method is None else 'loop (create_graph)' if method.create_graph else wrapper.grad_mode
+    mode = 'none' if method is None else 'summed (create_graph)' if method.create_graph else wrapper.grad_mode
     del model, wrapper
     gc.collect()
     return times, mode
@@ -98,6 +99,7 @@ def time_config(cfg: Config, batches: list[dict], warmup: int, iters: int, seed:
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    print(f'freed memory kept for reuse (graddrop_mtl.engine.memory): {keep_freed_memory()}')
     init_default_scope('graddrop_mtl')
     cfgs = {osp.basename(p): Config.fromfile(p) for p in args.configs}
     if BASELINE in cfgs and not args.no_plain:

@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import graddrop_mtl  # noqa: E402,F401
+from graddrop_mtl.engine.memory import keep_freed_memory  # noqa: E402
 from graddrop_mtl.models.densenet import DenseNetTransfer  # noqa: E402
 
 METHODS = {
@@ -118,6 +119,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict[str, float]:
     a = parse_args(argv)
+    print(f'freed memory kept for reuse (graddrop_mtl.engine.memory): {keep_freed_memory()}')
     result = benchmark(a.depth, a.growth_rate, a.methods, a.iters, a.warmup, a.rounds, a.per_domain, a.grad_mode,
                        a.threads, a.clock)
     print(f'DenseNet-BC depth {a.depth}, growth {a.growth_rate}, batch {a.per_domain} + {a.per_domain}, '
