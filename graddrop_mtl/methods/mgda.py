@@ -155,7 +155,7 @@ def _min_norm_np(gram: np.ndarray, tol: float, max_iter: int) -> np.ndarray:
     lam = _active_set_min_norm(g, ACTIVE_SET_STEPS)
     if lam is not None and _kkt_np(g, lam) <= tol * 1e-3:
         return lam
-    return _wolfe_min_norm(gram, tol, max_iter)
+    return _wolfe_min_norm(g, tol, max_iter)   # already scaled: Wolfe's own scaling divides by exactly 1.0
 
 
 def _active_set_min_norm(g: np.ndarray, max_steps: int) -> np.ndarray | None:
@@ -169,8 +169,8 @@ def _active_set_min_norm(g: np.ndarray, max_steps: int) -> np.ndarray | None:
     \lambda_i > 0\} \cup \{i \notin F: \mu_i < 0\}`. A step that leaves :math:`F` unchanged has
     :math:`\lambda_F > 0` and :math:`\mu \ge 0` off :math:`F`: the KKT point, exactly. One solve of a
     :math:`(|F| + 1)`-square system per step; when every task is in the solution (as for the 40 Gaussian
-    gradients of ``tools/analysis/benchmark_combine.py``) the first step is the answer, where Wolfe's algorithm adds the tasks to its
-    corral one at a time (T major cycles).
+    gradients of ``tools/analysis/benchmark_combine.py``) the first step is the answer, where Wolfe's algorithm
+    adds the tasks to its corral one at a time (T major cycles).
     """
     t = g.shape[0]
     free = np.ones(t, dtype=bool)

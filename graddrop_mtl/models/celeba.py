@@ -81,9 +81,10 @@ class HeadPool(nn.AdaptiveAvgPool2d):
     pooling op in the graph: its backward has no batching rule, so it would run once per task when the multitask
     optim wrapper takes the 40 per-task gradients at the backbone output (about a quarter of a training step on a
     CPU at 64 x 64, where it is an identity). At 128 x 128 a mean over a view cut GradDrop's step from 1.43x to
-    1.31x of Sum, and :class:`WindowMean`'s backward together with freed memory kept for reuse
-    (:mod:`graddrop_mtl.engine.memory`) to 1.18x (``tools/analysis/benchmark_mtl.py --celeba-size 128 128``).
-    Other sizes (the stored 218 x 178 images give a 27 x 22 map) use the stock op.
+    1.31x of Sum, and freed memory kept for reuse (:mod:`graddrop_mtl.engine.memory`) to 1.18x; with
+    :class:`WindowMean`'s backward it measured 1.19x on a host 14% slower, its gain within the noise of a step
+    (``tools/analysis/benchmark_mtl.py --celeba-size 128 128``). Other sizes (the stored 218 x 178 images give a
+    27 x 22 map) use the stock op.
     """
 
     def forward(self, x: Tensor) -> Tensor:
