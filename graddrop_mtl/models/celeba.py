@@ -73,18 +73,34 @@ class WindowMean(torch.autograd.Function):
         return torch.stack([rows] * ctx.kh, -2).reshape(*lead, oh * ctx.kh, ow * ctx.kw), None, None
 
 
-class HeadPool(nn.AdaptiveAvgPool2d):
-    """``AdaptiveAvgPool2d`` that passes a map already of the output size through unchanged, and pools a map whose
-    size is a multiple of the output size by :class:`WindowMean`.
+def window_matrix(size: int, out: int, *, dtype: torch.dtype = torch.float32,
+                  device: torch.device | str | None = None) -> Tensor:
+    """``[out, size]``: row ``i`` averages the ``i``-th of the ``out`` windows an adaptive average pool uses along a
+    dim of ``size`` (rows ``floor(i * size / out)`` to ``ceil((i + 1) * size / out)``, excluded, as in PyTorch's
+    ``adaptive_avg_pool``), so that ``P_h @ x @ P_w^T`` pools the last two dims of ``x`` as the stock op does."""
+    i = torch.arange(out, device=device)
+    start, end = (i * size) // out, -((-(i + 1) * size) // out)
+    rows = torch.arange(size, device=device)
+    member = (rows >= start[:, None]) & (rows < end[:, None])
+    return member.to(dtype) / (end - start)[:, None].to(dtype)
 
-    The same values as the stock module (up to the order of the window sums in the second case), but no stock
-    pooling op in the graph: its backward has no batching rule, so it would run once per task when the multitask
-    optim wrapper takes the 40 per-task gradients at the backbone output (about a quarter of a training step on a
-    CPU at 64 x 64, where it is an identity). At 128 x 128 a mean over a view cut GradDrop's step from 1.43x to
-    1.31x of Sum, and freed memory kept for reuse (:mod:`graddrop_mtl.engine.memory`) to 1.18x; with
-    :class:`WindowMean`'s backward it measured 1.19x on a host 14% slower, its gain within the noise of a step
-    (``tools/analysis/benchmark_mtl.py --celeba-size 128 128``). Other sizes (the stored 218 x 178 images give a
-    27 x 22 map) use the stock op.
+
+class HeadPool(nn.AdaptiveAvgPool2d):
+    """``AdaptiveAvgPool2d`` computed by ops whose backward batches over the multitask wrapper's per-task
+    gradients.
+
+    * A map already of the output size passes through unchanged (no op in the graph).
+    * A map whose size is a multiple of the output size is pooled by :class:`WindowMean`.
+    * Any other size (the stored 218 x 178 images give a 27 x 22 map) is pooled by the two window-averaging matrices
+      of :func:`window_matrix`, ``P_h @ x @ P_w^T`` (one ``einsum``).
+
+    The values are the stock module's up to the rounding of the window sums (the stock op divides a window's sum by
+    its area, the matrices by its height and its width in turn; 2.4e-7 apart at most for CelebA's maps). The stock
+    op itself is never used: its backward has no batching rule, so when the wrapper takes the 40 per-task gradients
+    at the backbone output in one ``is_grads_batched`` call, vmap runs it once per task and stacks the results.
+    Measured on one CPU thread (batch 8): at 64 x 64 that loop, for what is an identity, was about a quarter of a
+    training step; at 128 x 128 the mean over a view cut GradDrop's step from 1.43x to 1.31x of Sum; at 218 x 178
+    the 40 per-task gradients through the pool take 0.085 s by the matrices against 0.25-0.30 s by the stock op.
     """
 
     def forward(self, x: Tensor) -> Tensor:
@@ -93,7 +109,9 @@ class HeadPool(nn.AdaptiveAvgPool2d):
             return x
         if h % oh == 0 and w % ow == 0:   # equal windows: a mean whose backward batches over tasks
             return WindowMean.apply(x, h // oh, w // ow)
-        return super().forward(x)
+        rows = window_matrix(h, oh, dtype=x.dtype, device=x.device)
+        cols = window_matrix(w, ow, dtype=x.dtype, device=x.device)
+        return torch.einsum('ih,...hw,jw->...ij', rows, x, cols)
 
 
 @MODELS.register_module()

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from mmengine.optim import build_optim_wrapper
 
 from graddrop_mtl.datasets.celeba import CELEBA_ATTRIBUTES
-from graddrop_mtl.models.celeba import CelebAMultiTaskNet, HeadPool, build_celeba_model
+from graddrop_mtl.models.celeba import CelebAMultiTaskNet, HeadPool, build_celeba_model, window_matrix
 from graddrop_mtl.registry import MODELS
 
 
@@ -108,7 +108,8 @@ def test_registry_options_and_builder():
 def test_head_pool_is_the_stock_pool_and_leaves_a_map_of_its_size_in_the_graph_untouched():
     pool, stock = HeadPool((4, 4)), torch.nn.AdaptiveAvgPool2d((4, 4))
     x = torch.randn(2, 3, 9, 7)
-    assert torch.equal(pool(x), stock(x))            # a larger map is pooled as by the stock module
+    # a larger map is pooled as by the stock module (up to the rounding of the window sums)
+    torch.testing.assert_close(pool(x), stock(x), rtol=0, atol=1e-6)
     y = torch.randn(2, 3, 4, 4, requires_grad=True)
     out = pool(y)
     assert out is y                                  # already 4 x 4: no pooling op (and no backward) in the graph
@@ -144,4 +145,44 @@ def test_window_mean_backward_equals_the_stock_pool_for_every_task_and_different
             assert torch.equal(batched[i], one)
         else:                              # a 3 x 3 window's 1/9 may round differently from the stock op's
             torch.testing.assert_close(batched[i], one, rtol=1e-15, atol=0)
+    assert torch.autograd.gradgradcheck(lambda t: pool(t).pow(2), (x,))
+
+
+@pytest.mark.parametrize('size,out', [(27, 8), (22, 8), (9, 4), (7, 4), (5, 3), (8, 8), (3, 1)])
+def test_window_matrix_rows_are_the_adaptive_pool_windows(size, out):
+    """Row i averages rows floor(i * size / out) .. ceil((i + 1) * size / out) - 1: each row sums to 1, and applied
+    to a signal it gives the stock 1-d adaptive average pool."""
+    m = window_matrix(size, out, dtype=torch.float64)
+    assert m.shape == (out, size)
+    torch.testing.assert_close(m.sum(1), torch.ones(out, dtype=torch.float64), rtol=0, atol=1e-15)
+    signal = torch.randn(3, size, dtype=torch.float64)
+    torch.testing.assert_close(signal @ m.t(), torch.nn.functional.adaptive_avg_pool1d(signal[None], out)[0],
+                               rtol=0, atol=1e-14)
+    # the windows overlap (share a row) exactly where size / out is not an integer
+    shared = int(((m > 0).sum(0) > 1).sum())
+    assert (shared == 0) == (size % out == 0)
+
+
+@pytest.mark.parametrize('size', [(27, 22), (9, 7), (11, 16)])
+def test_head_pool_of_any_other_size_batches_the_per_task_gradients_with_the_stock_values(size):
+    """CelebA's stored 218 x 178 images give a 27 x 22 map: it is pooled by the two window matrices (no stock pooling
+    op, whose backward has no batching rule), with the stock op's values, per-task gradients in one batched call
+    that equal the stock op's gradient task by task, and a gradient of its own (the gradient penalty)."""
+    pool, stock = HeadPool((8, 8)), torch.nn.AdaptiveAvgPool2d((8, 8))
+    x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
+    out = pool(x)
+    torch.testing.assert_close(out, stock(x), rtol=0, atol=1e-14)
+    names = set()
+    todo = [out.grad_fn]
+    while todo:                                    # every op between the output and x
+        fn = todo.pop()
+        if fn is not None:
+            names.add(fn.name())
+            todo.extend(f for f, _ in fn.next_functions)
+    assert not any('AdaptiveAvgPool' in n for n in names), names
+    v = torch.randn(5, *out.shape, dtype=torch.float64)
+    (batched,) = torch.autograd.grad(out, x, v, is_grads_batched=True, retain_graph=True)
+    for i in range(5):
+        (one,) = torch.autograd.grad(stock(x), x, v[i])
+        torch.testing.assert_close(batched[i], one, rtol=0, atol=1e-14)
     assert torch.autograd.gradgradcheck(lambda t: pool(t).pow(2), (x,))
