@@ -190,6 +190,35 @@ def abs_sum_tasks(x: Tensor) -> Tensor:
     return out
 
 
+#: Columns per chunk in :func:`sum_and_abs_sum_tasks`: a ``[T, 4096]`` float32 chunk (655 KB at T = 40) and its
+#: absolute values stay in a core's L2 cache, so the task stack is read from memory once.
+TASK_SUM_CHUNK = 1 << 12
+
+
+def sum_and_abs_sum_tasks(x: Tensor, chunk: int = TASK_SUM_CHUNK) -> tuple[Tensor, Tensor]:
+    """``(sum_i x_i, sum_i |x_i|)`` over dim 0, as :func:`sum_tasks` and :func:`abs_sum_tasks` compute them (the same
+    values for small tensors; for large ones the same sum and the absolute sum up to the order of the additions).
+
+    Large tensors are reduced ``chunk`` columns at a time, each chunk's absolute values written to a buffer that stays
+    in cache: one pass over the stack in memory instead of two (at CelebA's stored 218 x 178 size, ``[40, 2.4M]``:
+    64 ms against 99 ms on one CPU thread).
+    """
+    if x[0].numel() <= SMALL_TASK_TENSOR:
+        return sum_tasks(x), abs_sum_tasks(x)
+    flat = x.reshape(x.shape[0], -1)
+    n = flat.shape[1]
+    total = torch.empty(n, dtype=x.dtype, device=x.device)
+    mass = torch.empty_like(total)
+    buf = torch.empty(flat.shape[0], min(chunk, n), dtype=x.dtype, device=x.device)
+    for start in range(0, n, chunk):
+        part = flat[:, start:start + chunk]
+        torch.sum(part, 0, out=total[start:start + chunk])
+        absolute = buf[:, :part.shape[1]]
+        torch.abs(part, out=absolute)
+        torch.sum(absolute, 0, out=mass[start:start + chunk])
+    return total.reshape(x.shape[1:]), mass.reshape(x.shape[1:])
+
+
 def sq_norms(flat: Tensor, chunk: int = 1 << 14) -> Tensor:
     """Squared L2 norms of the rows of ``flat`` ``[T, D]`` in float64: float32 norms over chunks of ``chunk``
     elements (one fast pass; torch's float32 norm of a whole 20M-element row is off by about 1e-3 relative),

@@ -6,7 +6,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .base import ActivationFn, Method, as_task_vector, check_grads, register_method, abs_sum_tasks, sum_tasks, uniform
+from .base import (ActivationFn, Method, as_task_vector, check_grads, register_method, sum_and_abs_sum_tasks,
+                   sum_tasks, uniform)
 from .blocks import TaskBlocks
 
 
@@ -168,8 +169,7 @@ class GradDrop(Method):
                              kept=kept, nonzero=nonzero)
         # Positive and negative gradient mass per element from two fused reductions over the tasks:
         # pos = (sum + sum|.|) / 2, neg = (sum - sum|.|) / 2, and P = 1/2 (1 + sum / (sum|.| + eps)).
-        total = sum_tasks(signed)
-        mass = abs_sum_tasks(signed)
+        total, mass = sum_and_abs_sum_tasks(signed)
         denom = mass + self.eps if self.eps > 0 else mass.clamp_min(torch.finfo(mass.dtype).tiny)
         purity = 0.5 * (1.0 + total / denom)
         keep_prob = self.keep_positive_probability(purity)
