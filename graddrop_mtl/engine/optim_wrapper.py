@@ -87,9 +87,9 @@ class MultiTaskOptimWrapper(OptimWrapper):
             of keys: one task each, in that order. A dict ``name -> key | [keys] | dict(keys=[...], weight=w)``
             groups keys into tasks with static weights.
         grad_mode: ``'batched'`` (one ``autograd.grad`` call with ``is_grads_batched=True``), ``'loop'`` (one call
-            per task), ``'linear'`` (see ``linear_heads``) or ``'auto'`` (every applicable mode on the first step:
-            checks they agree with the loop and logs their times; keeps ``'linear'`` if it agrees, else the faster
-            of the other two).
+            per task), ``'linear'`` (see ``linear_heads``) or ``'auto'`` (every applicable mode on the first step,
+            twice each: checks they agree with the loop and logs the faster run of each; keeps ``'linear'`` if it
+            agrees, else the faster of the other two).
         linear_heads: dotted paths of the linear layers (``Conv*d``/``Linear``) that consume the shared activation,
             e.g. the three 1x1 convolutions of mmdet3d's ``Anchor3DHead``. With them the per-task gradients are taken
             at these layers' outputs (a backward through the small loss graph only) and mapped back to the
@@ -370,21 +370,29 @@ class MultiTaskOptimWrapper(OptimWrapper):
     def _grads_batched(task_losses, acts) -> list[Tensor]:
         stacked = torch.stack([loss.sum() for loss in task_losses])
         eye = torch.eye(len(task_losses), dtype=stacked.dtype, device=stacked.device)
-        return list(torch.autograd.grad(stacked, acts, grad_outputs=eye, is_grads_batched=True, retain_graph=True,
-                                        allow_unused=True, materialize_grads=True))
+        grads = torch.autograd.grad(stacked, acts, grad_outputs=eye, is_grads_batched=True, retain_graph=True,
+                                    allow_unused=True, materialize_grads=True)
+        # A batched backward can return a permuted layout (e.g. an einsum's); the methods and the norms read the
+        # stack as [T, -1] several times, so it is made contiguous once here (a no-op when it already is).
+        return [g.contiguous() for g in grads]
 
     def _choose_grad_mode(self, task_losses, acts, head_calls) -> str:
         timings: dict[str, float] = {}
         notes: dict[str, str] = {}
         reference = None
         for mode in ['loop', 'batched'] + (['linear'] if self.linear_heads else []):
-            start = time.perf_counter()
+            # Each mode runs twice and the faster run counts: a first run also pays for memory the process has not
+            # used yet (on a VM a page fault can cost ~10 us per 4 KiB page, over a second for a 390 MB stack of
+            # per-task gradients), which would decide the choice by the order of the candidates.
+            elapsed = float('inf')
             try:
-                result = self._grads(mode, task_losses, acts, head_calls)
+                for _ in range(2):
+                    start = time.perf_counter()
+                    result = self._grads(mode, task_losses, acts, head_calls)
+                    elapsed = min(elapsed, time.perf_counter() - start)
             except RuntimeError as err:   # e.g. vmap cannot batch some head operation
                 notes[mode] = f'failed: {str(err).splitlines()[0][:120]}'
                 continue
-            elapsed = time.perf_counter() - start
             if isinstance(result, TaskBlocks):
                 result = [result.to_dense()]
             if reference is None:
