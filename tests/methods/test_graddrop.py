@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from graddrop_mtl.methods import GradDrop, RandomGradDrop
+from graddrop_mtl.methods.base import coin_flips
 
 from ._util import gen
 
@@ -246,10 +247,41 @@ def test_keep_zero_changes_nothing_outside_the_batch_separated_variant():
 
 
 # -- RandomGradDrop ---------------------------------------------------------------------------------------------------
-def test_random_graddrop_is_graddrop_with_k_zero():
+def test_random_graddrop_keeps_the_positive_mass_where_its_coin_says_so():
+    """Element by element, RGD returns the positive mass where the generator's coin (coin_flips, drawn as GradDrop
+    draws its uniforms) is True and the negative mass where it is False: the rule of GradDrop(k=0), f(P) = 1/2."""
     grads = random_grads(40, (3, 7, 5))
-    torch.testing.assert_close(RandomGradDrop().combine(grads, generator=gen(9)),
-                               GradDrop(k=0.0).combine(grads, generator=gen(9)), rtol=0, atol=0)
+    grads[:, 0, 0] = 0.0                      # no gradient at all: both masses are 0
+    out = RandomGradDrop().combine(grads, generator=gen(9))
+    coin = coin_flips((7, 5), gen(9), device=grads.device)
+    pos, neg = grads.clamp_min(0).sum(0), grads.clamp_max(0).sum(0)
+    torch.testing.assert_close(out, torch.where(coin, pos, neg), rtol=0, atol=1e-12)
+    assert 0 < int(coin.sum()) < coin.numel()
+    # one task: the coin keeps a positive gradient where True and a negative one where False
+    one = random_grads(41, (1, 200))
+    out1 = RandomGradDrop().combine(one, generator=gen(3))
+    coin1 = coin_flips((200,), gen(3), device=one.device)
+    torch.testing.assert_close(out1, one[0] * torch.where(one[0] > 0, coin1, ~coin1), rtol=0, atol=0)
+
+
+def test_coin_flips_are_fair_reproducible_and_per_problem():
+    a = coin_flips((3, 1001), gen(5), device=torch.device('cpu'))
+    assert a.dtype == torch.bool and a.shape == (3, 1001)
+    assert torch.equal(a, coin_flips((3, 1001), gen(5), device=torch.device('cpu')))
+    n = 200_000
+    frac = coin_flips((n,), gen(6), device=torch.device('cpu')).double().mean().item()
+    assert abs(frac - 0.5) <= 5 * math.sqrt(0.25 / n)
+    # neighbouring bits of one byte are independent: the pair (c_j, c_j+1) takes its four values equally often
+    c = coin_flips((n,), gen(7), device=torch.device('cpu')).long()
+    pairs = torch.bincount(2 * c[:-1] + c[1:], minlength=4).double() / (n - 1)
+    assert float((pairs - 0.25).abs().max()) <= 5 * math.sqrt(0.25 * 0.75 / n)
+    # one generator per problem: problem 1 alone draws what it draws among others
+    gens = [gen(10 + p) for p in range(3)]
+    together = coin_flips((3, 77), gens, device=torch.device('cpu'))
+    alone = coin_flips((77,), gen(11), device=torch.device('cpu'))
+    assert torch.equal(together[1], alone)
+    with pytest.raises(ValueError, match='2 generators given for 3 problems'):
+        coin_flips((3, 5), gens[:2], device=torch.device('cpu'))
 
 
 @pytest.mark.parametrize('column', [(3.0, 1.0), (7.0, -3.0), (1.0, -9.0)])
@@ -264,7 +296,9 @@ def test_random_graddrop_keeps_the_positive_side_half_the_time(column):
 
 
 def test_random_graddrop_leak_and_batch_separated():
-    u = draw_u(3, (1, 4))
+    # the coin as the U of the k = 0 rule (f(P) = 1/2): below 1/2 keeps the positive sign, above it the negative
+    coin = coin_flips((1, 1, 4), gen(3), device=torch.device('cpu')).reshape(1, 4)
+    u = torch.where(coin, 0.25, 0.75).double()
     out = RandomGradDrop(leak=[0.0, 0.5], batch_separated=True).combine(BS_GRADS, activation=BS_ACT,
                                                                         generator=gen(3))
     expected = reference_graddrop(BS_GRADS, u, k=0.0, signal=BS_H[:, None, :], leak=[0.0, 0.5])
