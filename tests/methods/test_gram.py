@@ -56,3 +56,58 @@ def test_gram_is_differentiable():
     _, gram = gram_matrix(grads, chunk=2048)
     gram[0].trace().backward()                                            # d tr(G G^T) / dG = 2 G
     torch.testing.assert_close(grads.grad, 2 * grads.detach())
+
+
+def test_many_tasks_on_the_cpu_use_syrk_which_agrees_and_restores_blas_threads(monkeypatch):
+    """From SYRK_MIN_TASKS tasks on, the chunks go through numpy's syrk (on torch's thread count, numpy's own count
+    put back afterwards), with the batched product's accuracy; below it, the batched product."""
+    blas = base._numpy_blas()
+    assert blas is not None, 'threadpoolctl finds no BLAS inside numpy: the syrk path of gram_matrix is not in use'
+    t = base.SYRK_MIN_TASKS
+    grads = torch.randn(t, 3, 12000, generator=gen(1))[:, :, ::2]         # a strided view, 18,000 per task
+    before = blas.get_num_threads()
+    calls = []
+    real = base.syrk_gram
+
+    def spy(flat, chunk, ctl):
+        calls.append(ctl.get_num_threads())
+        return real(flat, chunk, ctl)
+
+    monkeypatch.setattr(base, 'syrk_gram', spy)
+    monkeypatch.setattr(base, 'SYRK_CHUNK', 4096)                         # 5 chunks, the last ragged
+    monkeypatch.setattr(base.torch, 'get_num_threads', lambda: 1)
+    _, fast = gram_matrix(grads)
+    assert len(calls) == 1
+    assert blas.get_num_threads() == before
+    ref = reference(grads, 0)
+    scale = ref.diagonal(dim1=1, dim2=2).amax()
+    assert float((fast - ref).abs().max() / scale) < 1e-6                 # float32 chunk products
+    assert torch.equal(fast, fast.transpose(1, 2)) and fast.dtype == torch.float64
+    monkeypatch.setattr(base, '_numpy_blas', lambda: None)
+    _, slow = gram_matrix(grads)                                          # torch's batched product
+    assert float((fast - slow).abs().max() / scale) < 1e-6
+    # fewer tasks, a graph, or float64: the batched product
+    monkeypatch.undo()
+    monkeypatch.setattr(base, 'syrk_gram', spy)
+    calls.clear()
+    gram_matrix(grads[:t - 1])
+    gram_matrix(grads.clone().requires_grad_(True))
+    gram_matrix(grads.double())
+    assert calls == []
+
+
+def test_syrk_runs_on_torch_thread_count():
+    seen = []
+
+    class Probe:
+        def get_num_threads(self):
+            return 7
+
+        def set_num_threads(self, n):
+            seen.append(n)
+
+    grads = torch.randn(2, 30, 2048, generator=gen(2))
+    out = base.syrk_gram(grads, 512, Probe())
+    assert seen == [torch.get_num_threads(), 7]   # set to torch's count for the products, then back
+    ref = grads.double() @ grads.double().transpose(1, 2)
+    assert float((out - ref).abs().max() / ref.diagonal(dim1=1, dim2=2).amax()) < 1e-6

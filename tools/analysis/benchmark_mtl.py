@@ -3,6 +3,7 @@
     python tools/analysis/benchmark_mtl.py                      # reduced PointPillars (9 tasks) and CelebA net (40)
     python tools/analysis/benchmark_mtl.py --models pointpillars --iters 5
     python tools/analysis/benchmark_mtl.py --models celeba --celeba-size 218 178   # the stored image size
+    python tools/analysis/benchmark_mtl.py --models celeba --stats-interval 10     # statistics every 10 steps
     python tools/analysis/benchmark_mtl.py --combine            # also our combine() vs TorchJD / LibMTL
                                                                 # (tools/analysis/benchmark_combine.py)
 
@@ -138,6 +139,9 @@ def main():
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--celeba-size', type=int, nargs=2, default=(64, 64), metavar=('H', 'W'),
                    help="CelebA input size (the config's 64 64; 218 178 is the stored images' size)")
+    p.add_argument('--stats-interval', type=int, default=None, metavar='N',
+                   help="the wrappers' stats_interval (default: the config's; CelebA computes the statistics every "
+                        'step, PointPillars every 10): what the logged statistics cost')
     p.add_argument('--combine', action='store_true', help='also run benchmark_combine.py (peers)')
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -145,6 +149,8 @@ def main():
     print(f'freed memory kept for reuse (graddrop_mtl.engine.memory): {kept}')
     for name in args.models:
         model, wrapper_cfg, data = pointpillars() if name == 'pointpillars' else celeba(tuple(args.celeba_size))
+        if args.stats_interval is not None:
+            wrapper_cfg = dict(wrapper_cfg, stats_interval=args.stats_interval)
         extra = {}
         if name == 'celeba':
             extra['(floor) per-task gradient product alone'] = celeba_task_grad_product(model, data)
@@ -153,7 +159,8 @@ def main():
                              args.iters, args.warmup, extra)
         rows = [(label, *values) for label, values in timed.items()]
         base = next(r for r in rows if r[0] == 'Sum')
-        print(f'\n{name}: {args.iters} timed iterations after {args.warmup} warm-up, {args.threads} threads')
+        print(f'\n{name}: {args.iters} timed iterations after {args.warmup} warm-up, {args.threads} threads, '
+              f"statistics every {wrapper_cfg.get('stats_interval', 1)} steps")
         plain = rows[0]
         print('| method | grad mode | wall s/iter | CPU s/iter | wall / Sum | CPU / Sum | wall / plain | CPU / plain |')
         print('|---|---|---|---|---|---|---|---|')
