@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModel
 from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
 
 from ..datasets.celeba import CELEBA_ATTRIBUTES
 from ..registry import MODELS
@@ -105,7 +106,9 @@ class HeadPool(nn.AdaptiveAvgPool2d):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        (h, w), (oh, ow) = x.shape[-2:], self.output_size
+        h, w = x.shape[-2:]
+        oh, ow = _pair(self.output_size)
+        oh, ow = h if oh is None else oh, w if ow is None else ow     # None keeps that size, as in the stock module
         if (h, w) == (oh, ow):
             return x
         if h % oh == 0 and w % ow == 0:   # equal windows: a mean whose backward batches over tasks

@@ -186,3 +186,11 @@ def test_head_pool_of_any_other_size_batches_the_per_task_gradients_with_the_sto
         (one,) = torch.autograd.grad(stock(x), x, v[i])
         torch.testing.assert_close(batched[i], one, rtol=0, atol=1e-14)
     assert torch.autograd.gradgradcheck(lambda t: pool(t).pow(2), (x,))
+
+
+@pytest.mark.parametrize('output_size', [4, (4, None), (None, 3)])
+def test_head_pool_takes_the_stock_output_size_forms(output_size):
+    """An int and None entries mean what they mean for AdaptiveAvgPool2d (None keeps that dim's size)."""
+    pool, stock = HeadPool(output_size), torch.nn.AdaptiveAvgPool2d(output_size)
+    x = torch.randn(2, 3, 9, 7)
+    torch.testing.assert_close(pool(x), stock(x), rtol=0, atol=1e-6)
