@@ -97,6 +97,20 @@ class Method:
         :meth:`combine`; the built-in methods work on the blocks directly and give the same result."""
         return self.combine(blocks.to_dense(), activation=activation, losses=losses, generator=generator)
 
+    def weigh(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
+              generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor | None:
+        """This step's :attr:`task_weights` (and the state update :meth:`combine` makes), without the combined
+        gradient: what :class:`~graddrop_mtl.methods.simple.Compose` asks of its weighting. The default runs
+        :meth:`combine` and discards its result; the weighting methods (GradNorm, MGDA) skip the weighted sum."""
+        self.combine(grads, activation=activation, losses=losses, generator=generator, problem_dims=problem_dims)
+        return self.task_weights
+
+    def weigh_blocks(self, blocks: 'TaskBlocks', *, activation: Tensor | None = None, losses: Tensor | None = None,
+                     generator: torch.Generator | None = None) -> Tensor | None:
+        """:meth:`weigh` on :class:`~graddrop_mtl.methods.blocks.TaskBlocks`."""
+        self.combine_blocks(blocks, activation=activation, losses=losses, generator=generator)
+        return self.task_weights
+
     def __call__(self, grads: Tensor, **kwargs: Any) -> Tensor:
         return self.combine(grads, **kwargs)
 

@@ -55,16 +55,23 @@ class GradNorm(Method):
 
     def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
                 generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
+        w = self.weigh(grads, losses=losses, problem_dims=problem_dims)
+        return sum_tasks(grads * weights_view(w, grads, problem_dims))
+
+    def weigh(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
+              generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
         check_grads(grads, problem_dims)
         shape = grads.shape[:1 + problem_dims]
         raw_norms = flat_per_problem(grads, problem_dims).norm(dim=-1).t().reshape(shape)  # |grad_A L_i|
-        w = self._step(raw_norms, losses)
-        return sum_tasks(grads * weights_view(w, grads, problem_dims))
+        return self._step(raw_norms, losses)
 
     def combine_blocks(self, blocks: TaskBlocks, *, activation: Tensor | None = None, losses: Tensor | None = None,
                        generator: torch.Generator | None = None) -> Tensor:
-        w = self._step(blocks.sq_norms().sqrt().to(blocks.dtype), losses)
-        return blocks.linear_combination(w)
+        return blocks.linear_combination(self.weigh_blocks(blocks, losses=losses))
+
+    def weigh_blocks(self, blocks: TaskBlocks, *, activation: Tensor | None = None, losses: Tensor | None = None,
+                     generator: torch.Generator | None = None) -> Tensor:
+        return self._step(blocks.sq_norms().sqrt().to(blocks.dtype), losses)
 
     def _step(self, raw_norms: Tensor, losses: Tensor | None) -> Tensor:
         """This step's weights ``[T, *problem]`` (set as :attr:`task_weights`), then the update for the next one,

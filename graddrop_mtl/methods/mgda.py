@@ -44,17 +44,36 @@ class MGDA(Method):
 
     def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
                 generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
+        flat, alpha = self._flat_and_alpha(grads, losses, problem_dims)
+        return combine_with_coefficients(flat, alpha, grads)
+
+    def weigh(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
+              generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
+        self._flat_and_alpha(grads, losses, problem_dims)
+        return self.task_weights
+
+    def _flat_and_alpha(self, grads: Tensor, losses: Tensor | None, problem_dims: int) -> tuple[Tensor, Tensor]:
+        """The flattened gradients ``[P, T, D]`` and the min-norm weights ``[P, T]`` (set as :attr:`task_weights`)."""
         check_grads(grads, problem_dims)
         flat, gram = gram_matrix(grads, problem_dims)           # [P, T, D], [P, T, T]
         alpha = self._alpha(gram, losses, flat[..., 0] if flat.shape[-1] == 1 else None)
         self.task_weights = alpha.t().reshape(grads.shape[:1 + problem_dims]).to(grads.dtype)
-        return combine_with_coefficients(flat, alpha, grads)
+        return flat, alpha
 
     def combine_blocks(self, blocks: TaskBlocks, *, activation: Tensor | None = None, losses: Tensor | None = None,
                        generator: torch.Generator | None = None) -> Tensor:
+        return blocks.linear_combination(self._block_alpha(blocks, losses))
+
+    def weigh_blocks(self, blocks: TaskBlocks, *, activation: Tensor | None = None, losses: Tensor | None = None,
+                     generator: torch.Generator | None = None) -> Tensor:
+        self._block_alpha(blocks, losses)
+        return self.task_weights
+
+    def _block_alpha(self, blocks: TaskBlocks, losses: Tensor | None) -> Tensor:
+        """The min-norm weights ``[T]`` (float64) of the blocks' Gram matrix, set as :attr:`task_weights`."""
         alpha = self._alpha(blocks.gram()[None], losses, None)[0]
         self.task_weights = alpha.to(blocks.dtype)
-        return blocks.linear_combination(alpha)
+        return alpha
 
     def _alpha(self, gram: Tensor, losses: Tensor | None, scalar_grads: Tensor | None) -> Tensor:
         """Min-norm weights ``[P, T]`` from the Gram matrices ``[P, T, T]`` (``scalar_grads [P, T]``: the

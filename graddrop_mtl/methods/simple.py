@@ -88,8 +88,7 @@ class Compose(Method):
     def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
                 generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
         kwargs = dict(activation=activation, losses=losses, generator=generator, problem_dims=problem_dims)
-        self.weighting.combine(grads, **kwargs)
-        weights = self.weighting.task_weights
+        weights = self.weighting.weigh(grads, **kwargs)     # the weights only, no weighted sum to throw away
         if weights is None:
             raise ValueError(f'{type(self.weighting).__name__} sets no task_weights, so it cannot be the weighting '
                              'of a Compose')
@@ -100,8 +99,7 @@ class Compose(Method):
     def combine_blocks(self, blocks: TaskBlocks, *, activation: Tensor | None = None, losses: Tensor | None = None,
                        generator: torch.Generator | None = None) -> Tensor:
         kwargs = dict(activation=activation, losses=losses, generator=generator)
-        self.weighting.combine_blocks(blocks, **kwargs)
-        weights = self.weighting.task_weights
+        weights = self.weighting.weigh_blocks(blocks, **kwargs)
         if weights is None:
             raise ValueError(f'{type(self.weighting).__name__} sets no task_weights, so it cannot be the weighting '
                              'of a Compose')

@@ -105,6 +105,28 @@ def test_mgda_then_graddrop():
     torch.testing.assert_close(passthrough, MGDA().combine(grads))
 
 
+@pytest.mark.parametrize('make', [lambda: GradNorm(lr=0.1), lambda: MGDA(normalization='loss')])
+def test_weigh_gives_the_weights_and_state_of_combine_without_the_weighted_sum(make, monkeypatch):
+    """GradNorm's and MGDA's weigh() returns the task_weights a combine() would set, leaves the same state for the
+    next step, and is what Compose calls (the weighting's combined gradient would be thrown away)."""
+    a, b = make(), make()
+    for s in range(3):
+        grads = torch.randn(3, 4, 5, generator=gen(50 + s), dtype=torch.float64)
+        losses = torch.rand(3, generator=gen(60 + s), dtype=torch.float64) + 0.5
+        a.combine(grads, losses=losses)
+        w = b.weigh(grads, losses=losses)
+        torch.testing.assert_close(w, a.task_weights, rtol=0, atol=0)
+        torch.testing.assert_close(b.task_weights, a.task_weights, rtol=0, atol=0)
+        assert b.state_dict().keys() == a.state_dict().keys()
+        for key, value in a.state_dict().items():
+            torch.testing.assert_close(b.state_dict()[key], value, rtol=0, atol=0)
+    method = Compose(weighting=make(), then=GradDrop())
+    monkeypatch.setattr(type(method.weighting), 'combine',
+                        lambda *args, **kwargs: pytest.fail('Compose ran the weighting\'s combine'))
+    method.combine(grads, losses=losses, generator=gen(1))
+    assert method.task_weights is not None
+
+
 def test_compose_with_problem_dims():
     grads = torch.randn(3, 5, 4, generator=gen(30), dtype=torch.float64)
     losses = torch.rand(3, 5, generator=gen(31), dtype=torch.float64) + 0.5
