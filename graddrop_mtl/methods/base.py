@@ -194,13 +194,9 @@ def sum_tasks(x: Tensor) -> Tensor:
 
 
 def abs_sum_tasks(x: Tensor) -> Tensor:
-    """``sum_i |x_i|`` over dim 0, with the same ordering rule as :func:`sum_tasks` (one fused pass when large)."""
+    """``sum_i |x_i|`` over dim 0, the rows added one by one in task order (the fixed order :func:`sum_tasks` uses
+    for small tensors). For large stacks :func:`sum_and_abs_sum_tasks` reads them once for both sums."""
     out = x[0].abs()
-    if x[0].numel() > SMALL_TASK_TENSOR:   # torch's fused |x|-reductions over dim 0 are several times slower
-        tmp = torch.empty_like(out)
-        for row in x[1:]:
-            out += torch.abs(row, out=tmp)
-        return out
     for row in x[1:]:
         out += row.abs()
     return out
@@ -359,6 +355,16 @@ def combine_with_coefficients(flat: Tensor, coef: Tensor, like: Tensor) -> Tenso
     return sum_tasks((coef.unsqueeze(-1) * flat).transpose(0, 1)).reshape(like.shape[1:])
 
 
+def per_problem_draws(shape: tuple[int, ...], generator, draw: Callable[[tuple[int, ...], Any], Tensor]) -> Tensor:
+    """Random draws of ``shape`` whose dim 0 indexes problems: ``draw(shape, generator)`` once, or, when ``generator``
+    is a sequence of one generator per problem, ``draw(shape[1:], generator[p])`` for each problem p, stacked."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f'{len(generator)} generators given for {shape[0]} problems')
+        return torch.stack([draw(tuple(shape[1:]), g) for g in generator])
+    return draw(tuple(shape), generator)
+
+
 def uniform(shape: tuple[int, ...], generator, *, device: torch.device, dtype: torch.dtype) -> Tensor:
     """Uniform [0, 1) draws of ``shape`` whose dim 0 indexes problems.
 
@@ -366,11 +372,8 @@ def uniform(shape: tuple[int, ...], generator, *, device: torch.device, dtype: t
     generator per problem: problem p then draws only from ``generator[p]``, so its result does not depend on how
     many other problems run beside it (a replica alone reproduces its trajectory inside a batch of replicas).
     """
-    if isinstance(generator, (list, tuple)):
-        if len(generator) != shape[0]:
-            raise ValueError(f'{len(generator)} generators given for {shape[0]} problems')
-        return torch.stack([torch.rand(shape[1:], generator=g, device=device, dtype=dtype) for g in generator])
-    return torch.rand(shape, generator=generator, device=device, dtype=dtype)
+    return per_problem_draws(shape, generator,
+                             lambda size, g: torch.rand(size, generator=g, device=device, dtype=dtype))
 
 
 def coin_flips(shape: tuple[int, ...], generator, *, device: torch.device) -> Tensor:
@@ -380,11 +383,10 @@ def coin_flips(shape: tuple[int, ...], generator, *, device: torch.device) -> Te
     Eight coins per random byte: ``ceil(n / 8)`` uniform bytes from the generator, split into their bits (at
     PointPillars' 19.7M elements, 25 ms against 103 ms for ``torch.rand(n) < 0.5`` on one CPU thread).
     """
-    if isinstance(generator, (list, tuple)):
-        if len(generator) != shape[0]:
-            raise ValueError(f'{len(generator)} generators given for {shape[0]} problems')
-        return torch.stack([coin_flips(tuple(shape[1:]), g, device=device) for g in generator])
-    n = int(torch.Size(shape).numel())
-    random_bytes = torch.empty((n + 7) // 8, dtype=torch.uint8, device=device).random_(0, 256, generator=generator)
-    bits = torch.arange(8, dtype=torch.uint8, device=device)
-    return ((random_bytes[:, None] >> bits) & 1).reshape(-1)[:n].reshape(shape).bool()
+    def draw(size: tuple[int, ...], g) -> Tensor:
+        n = int(torch.Size(size).numel())
+        random_bytes = torch.empty((n + 7) // 8, dtype=torch.uint8, device=device).random_(0, 256, generator=g)
+        bits = torch.arange(8, dtype=torch.uint8, device=device)
+        return ((random_bytes[:, None] >> bits) & 1).reshape(-1)[:n].reshape(size).bool()
+
+    return per_problem_draws(shape, generator, draw)
