@@ -4,6 +4,7 @@
     python tools/analysis/benchmark_mtl.py --models pointpillars --iters 5
     python tools/analysis/benchmark_mtl.py --models celeba --celeba-size 218 178   # the stored image size
     python tools/analysis/benchmark_mtl.py --models celeba --stats-interval 10     # statistics every 10 steps
+    python tools/analysis/benchmark_mtl.py --models celeba --task-grad-precision bf16   # per-task pass in bf16
     python tools/analysis/benchmark_mtl.py --combine            # also our combine() vs TorchJD / LibMTL
                                                                 # (tools/analysis/benchmark_combine.py)
 
@@ -15,6 +16,10 @@ with ``loss.backward()`` (no per-task gradients at all). CPU time is the robust 
 For the CelebA net a ``(floor)`` row times, in the same turns, the one product every exact per-task method pays
 there (the 40 per-task gradients through the first dense layer): its ratio to ``Sum`` is the least any of them
 can add to a step.
+
+``--task-grad-precision`` sets the wrappers' ``task_grad_precision`` (the float32 matmul precision of the per-task
+gradient pass; ``bf16`` is fast on CPUs with AMX). It also prints, on the benchmark batch, how far the per-task
+gradients then are from the exact ones and how often GradDrop (same random draws) keeps the other sign.
 """
 from __future__ import annotations
 
@@ -92,14 +97,61 @@ def celeba(size=(64, 64)):
     return model, cfg.optim_wrapper, dict(inputs=images, data_samples=samples)
 
 
-def celeba_task_grad_product(model, data):
+def celeba_task_grad_product(model, data, precision: str | None = None):
     """The floor of every exact per-task method on the CelebA net: the T per-task gradients at the backbone output
     go through the first dense layer's weight, one ``[T * B, 512] x [512, C * 8 * 8]`` product (what the wrapper's
     per-task gradient computes there, batched or through ``linear_heads``). Timed alone, on random head-side
-    gradients."""
+    gradients, at the matmul ``precision`` (see ``MultiTaskOptimWrapper``'s ``task_grad_precision``)."""
+    from graddrop_mtl.engine.optim_wrapper import fp32_matmul_precision
     weight = model.head[2][0].weight.detach()                       # DENSE-512 after the pool and the flatten
     g_out = torch.randn(len(model.attributes) * len(data['inputs']), weight.shape[0])
-    return lambda: torch.mm(g_out, weight)
+
+    def product():
+        with fp32_matmul_precision('cpu', precision):
+            return torch.mm(g_out, weight)
+    return product
+
+
+def task_grad_error(model, wrapper_cfg, data, precision: str) -> str:
+    """One forward on the benchmark batch; the per-task gradients exact and at ``precision``; their distance and
+    what it does to GradDrop with the same random draws."""
+    from mmengine.optim import build_optim_wrapper
+
+    from graddrop_mtl.methods import build_method
+    grads = []
+    for prec in (None, precision):
+        mode = wrapper_cfg.get('grad_mode', 'auto')
+        cfg = dict(wrapper_cfg, method=dict(type='Sum'), grad_mode='batched' if mode == 'auto' else mode,
+                   task_grad_precision=prec)
+        wrapper = build_optim_wrapper(model, cfg)
+        torch.manual_seed(0)
+        with wrapper.optim_context(model):
+            losses = model(**model.data_preprocessor(data, True), mode='loss')
+        cap = wrapper._capture
+        result = wrapper._per_task_grads(wrapper._task_losses(cap.losses)[1], cap.detached, cap.head_calls)
+        grads.append(result.to_dense() if hasattr(result, 'to_dense') else result[0])
+        wrapper._capture = None
+        del losses
+    exact, low = (g.reshape(g.shape[0], -1) for g in grads)
+    peak = exact.abs().amax(1).clamp_min(1e-30)
+    rel = ((low - exact).abs().amax(1) / peak)
+    visible = exact.abs() > 1e-3 * peak[:, None]
+    flipped = ((low > 0) != (exact > 0)) & visible
+    def graddrop(g, seed=0):
+        return build_method(dict(type='GradDrop')).combine(g, generator=torch.Generator().manual_seed(seed))
+
+    def rel_l2(a, b):
+        return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+    outs = [graddrop(exact), graddrop(low)]
+    other_sign = ((outs[0] > 0) != (outs[1] > 0)) & (outs[0] != 0) | ((outs[0] == 0) != (outs[1] == 0))
+    return (f'per-task gradients at task_grad_precision={precision!r} against exact ({exact.shape[0]} tasks, '
+            f'{exact.shape[1]} elements): largest error / the task\'s largest value: max {rel.max().item():.2e}, '
+            f'median {rel.median().item():.2e}; elements above 1e-3 of it with the other sign '
+            f'{flipped.sum().item() / max(1, visible.sum().item()):.2e}; GradDrop with the same draws: '
+            f'{other_sign.float().mean().item():.2e} of the elements keep another side, relative L2 difference '
+            f'{rel_l2(outs[1], outs[0]):.2e} (exact GradDrop with other draws: {rel_l2(graddrop(exact, 1), outs[0]):.2e}); '
+            f'sum over the tasks: relative L2 difference {rel_l2(low.sum(0), exact.sum(0)):.2e}')
 
 
 def time_methods(model, wrapper_cfg, data, methods: dict, iters: int, warmup: int, extra: dict | None = None):
@@ -142,6 +194,8 @@ def main():
     p.add_argument('--stats-interval', type=int, default=None, metavar='N',
                    help="the wrappers' stats_interval (default: the config's; CelebA computes the statistics every "
                         'step, PointPillars every 10): what the logged statistics cost')
+    p.add_argument('--task-grad-precision', default=None, choices=['ieee', 'tf32', 'bf16'],
+                   help="the wrappers' task_grad_precision (default: the config's)")
     p.add_argument('--combine', action='store_true', help='also run benchmark_combine.py (peers)')
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -151,16 +205,24 @@ def main():
         model, wrapper_cfg, data = pointpillars() if name == 'pointpillars' else celeba(tuple(args.celeba_size))
         if args.stats_interval is not None:
             wrapper_cfg = dict(wrapper_cfg, stats_interval=args.stats_interval)
+        if args.task_grad_precision is not None:
+            wrapper_cfg = dict(wrapper_cfg, task_grad_precision=args.task_grad_precision)
+        precision = wrapper_cfg.get('task_grad_precision')
+        if precision not in (None, 'ieee'):
+            print(f'\n{name}: {task_grad_error(model, wrapper_cfg, data, precision)}')
         extra = {}
         if name == 'celeba':
             extra['(floor) per-task gradient product alone'] = celeba_task_grad_product(model, data)
+            if precision not in (None, 'ieee'):
+                extra[f'(floor) the product at {precision}'] = celeba_task_grad_product(model, data, precision)
         timed = time_methods(model, wrapper_cfg, data,
                              {'plain OptimWrapper': None, **{m: METHODS[m] for m in args.methods}},
                              args.iters, args.warmup, extra)
         rows = [(label, *values) for label, values in timed.items()]
         base = next(r for r in rows if r[0] == 'Sum')
         print(f'\n{name}: {args.iters} timed iterations after {args.warmup} warm-up, {args.threads} threads, '
-              f"statistics every {wrapper_cfg.get('stats_interval', 1)} steps")
+              f"statistics every {wrapper_cfg.get('stats_interval', 1)} steps, per-task gradient matmuls at "
+              f"{precision or 'the global precision'}")
         plain = rows[0]
         print('| method | grad mode | wall s/iter | CPU s/iter | wall / Sum | CPU / Sum | wall / plain | CPU / plain |')
         print('|---|---|---|---|---|---|---|---|')
