@@ -6,8 +6,9 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .base import (ActivationFn, Method, as_task_vector, check_grads, register_method, sum_and_abs_sum_tasks,
-                   coin_flips, sum_tasks, uniform)
+from . import graddrop_kernel
+from .base import (SMALL_TASK_TENSOR, ActivationFn, Method, as_task_vector, check_grads, register_method,
+                   sum_and_abs_sum_tasks, coin_flips, sum_tasks, uniform)
 from .blocks import TaskBlocks
 
 
@@ -184,6 +185,14 @@ class GradDrop(Method):
             kept = nonzero if keep is None else (keep & (g != 0)).sum().reshape(1)
             return out, dict(purity=0.5 * nonzero.double().sum(), conflicts=torch.zeros((), dtype=torch.float64),
                              kept=kept, nonzero=nonzero)
+        if (signed is grads and not self.batch_separated and not self.keep_zero and self.activation_fn is None
+                and grads[0].numel() > SMALL_TASK_TENSOR and not bool(leak.any())
+                and graddrop_kernel.available(grads)):
+            # the same rule in one compiled pass over the stack (graddrop_kernel); the draw comes at the same point
+            # of the random stream as below (nothing else draws in between)
+            out, part = graddrop_kernel.graddrop_pass(grads.reshape(n_tasks, -1), draw(), fair_coin=self.fair_coin,
+                                                      k=self.k, eps=self.eps, stats=stats)
+            return out.reshape(grads.shape[1:]), part
         # Positive and negative gradient mass per element from two fused reductions over the tasks:
         # pos = (sum + sum|.|) / 2, neg = (sum - sum|.|) / 2, and P = 1/2 (1 + sum / (sum|.| + eps)).
         total, mass = sum_and_abs_sum_tasks(signed)
