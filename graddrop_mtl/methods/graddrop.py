@@ -33,6 +33,9 @@ class GradDrop(Method):
     :math:`U` per feature position; the mask is broadcast over the batch and applied to the per-example
     :math:`G_{i,b}`.
 
+    On the CPU, in float32 and without leaks (outside the batch-separated variant), the rule runs as one compiled
+    pass over the stack (:mod:`~graddrop_mtl.methods.graddrop_kernel`), with the same values.
+
     Ties: an element where a task's gradient (or :math:`H_i`) is exactly zero is *dropped* for that task, as in the
     paper's formula (``keep_zero=False``). Outside the batch-separated variant this changes nothing (the dropped
     value is 0). In the batch-separated variant ``keep_zero=True`` keeps such per-example gradients, as the authors'

@@ -33,6 +33,7 @@ BLOCK = 256
 
 _kernel: Any = None       # the compiled kernel; False when numba is not importable
 _pool: ThreadPoolExecutor | None = None
+_pool_threads = 0
 
 
 def _compile() -> Any:
@@ -112,11 +113,12 @@ def available(flat: Tensor) -> bool:
 
 
 def _executor(threads: int) -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None or _pool._max_workers != threads:
+    global _pool, _pool_threads
+    if _pool is None or _pool_threads != threads:
         if _pool is not None:
             _pool.shutdown(wait=False)
         _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix='graddrop')
+        _pool_threads = threads
     return _pool
 
 
@@ -129,7 +131,7 @@ def graddrop_pass(flat: Tensor, draw: Tensor, *, fair_coin: bool, k: float, eps:
     (as ``GradDrop._drop`` returns them)."""
     if not available(flat):
         raise RuntimeError('graddrop_pass needs a CPU float32 stack and numba')
-    g = flat.contiguous().numpy()
+    g = flat.detach().contiguous().numpy()
     n_tasks, n = g.shape
     n_blocks = (n + BLOCK - 1) // BLOCK
     out = torch.empty(n, dtype=flat.dtype)

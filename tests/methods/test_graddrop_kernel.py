@@ -112,3 +112,4 @@ def test_strided_stacks_and_other_dtypes(monkeypatch):
     with pytest.raises(RuntimeError, match='CPU float32'):
         graddrop_kernel.graddrop_pass(x.double().reshape(5, -1), torch.rand(64 * 130).double(), fair_coin=False,
                                       k=1.0, eps=0.0, stats=False)
+

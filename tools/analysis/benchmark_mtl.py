@@ -4,7 +4,7 @@
     python tools/analysis/benchmark_mtl.py --models pointpillars --iters 5
     python tools/analysis/benchmark_mtl.py --models celeba --celeba-size 218 178   # the stored image size
     python tools/analysis/benchmark_mtl.py --models celeba --stats-interval 10     # statistics every 10 steps
-    python tools/analysis/benchmark_mtl.py --models celeba --task-grad-precision bf16   # per-task pass in bf16
+    python tools/analysis/benchmark_mtl.py --models celeba --task-grad-precision ieee   # exact per-task gradients
     python tools/analysis/benchmark_mtl.py --combine            # also our combine() vs TorchJD / LibMTL
                                                                 # (tools/analysis/benchmark_combine.py)
 
@@ -18,8 +18,9 @@ there (the 40 per-task gradients through the first dense layer): its ratio to ``
 can add to a step.
 
 ``--task-grad-precision`` sets the wrappers' ``task_grad_precision`` (the float32 matmul precision of the per-task
-gradient pass; ``bf16`` is fast on CPUs with AMX). It also prints, on the benchmark batch, how far the per-task
-gradients then are from the exact ones and how often GradDrop (same random draws) keeps the other sign.
+gradient pass; ``bf16``, the CelebA configs' choice on the CPU, is fast on CPUs with AMX; ``ieee`` is exact). With a
+reduced precision the script also prints, on the benchmark batch, how far the per-task gradients then are from the
+exact ones and how often GradDrop (same random draws) keeps the other sign.
 """
 from __future__ import annotations
 
@@ -197,7 +198,8 @@ def main():
                    help="the wrappers' stats_interval (default: the config's; CelebA computes the statistics every "
                         'step, PointPillars every 10): what the logged statistics cost')
     p.add_argument('--task-grad-precision', default=None, choices=['ieee', 'tf32', 'bf16'],
-                   help="the wrappers' task_grad_precision (default: the config's)")
+                   help="the wrappers' task_grad_precision (default: the config's; the CelebA configs' is bf16 on "
+                        'the CPU, ieee gives exact per-task gradients)')
     p.add_argument('--combine', action='store_true', help='also run benchmark_combine.py (peers)')
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -209,7 +211,8 @@ def main():
             wrapper_cfg = dict(wrapper_cfg, stats_interval=args.stats_interval)
         if args.task_grad_precision is not None:
             wrapper_cfg = dict(wrapper_cfg, task_grad_precision=args.task_grad_precision)
-        precision = wrapper_cfg.get('task_grad_precision')
+        from graddrop_mtl.engine.optim_wrapper import precision_for
+        precision = precision_for('cpu', wrapper_cfg.get('task_grad_precision'))
         if precision not in (None, 'ieee'):
             print(f'\n{name}: {task_grad_error(model, wrapper_cfg, data, precision)}')
         extra = {}
