@@ -21,6 +21,7 @@ Measured on one CPU thread, GradDrop's ``combine`` with statistics: at CelebA's 
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -34,6 +35,15 @@ BLOCK = 256
 _kernel: Any = None       # the compiled kernel; False when numba is not importable
 _pool: ThreadPoolExecutor | None = None
 _pool_threads = 0
+
+
+def _forget_pool() -> None:
+    """In a forked child the parent's pool threads do not exist: start a new pool there when one is needed."""
+    global _pool, _pool_threads
+    _pool, _pool_threads = None, 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _compile() -> Any:

@@ -113,3 +113,32 @@ def test_strided_stacks_and_other_dtypes(monkeypatch):
         graddrop_kernel.graddrop_pass(x.double().reshape(5, -1), torch.rand(64 * 130).double(), fair_coin=False,
                                       k=1.0, eps=0.0, stats=False)
 
+
+
+def test_a_forked_child_runs_the_threaded_pass(monkeypatch):
+    """After a fork (dataloader workers, fork-started processes) the parent's pool threads are gone; the child
+    starts its own instead of waiting on them."""
+    import multiprocessing as mp
+    x = stack(n_tasks=4, shape=(64, 130))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        parent, _ = kernel_path(GradDrop(), x, gen(2), monkeypatch)    # the pool exists in the parent now
+        ctx = mp.get_context('fork')
+        queue = ctx.Queue()
+        child = ctx.Process(target=_child_pass, args=(x, parent, queue))
+        child.start()
+        try:
+            same = queue.get(timeout=60)          # raises queue.Empty if the child hangs
+        finally:
+            child.join(10)
+            if child.is_alive():
+                child.kill()
+        assert same is True
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _child_pass(x, expected, queue):
+    torch.set_num_threads(2)
+    queue.put(bool(torch.equal(GradDrop().combine(x, generator=gen(2)), expected)))
