@@ -114,7 +114,6 @@ def test_strided_stacks_and_other_dtypes(monkeypatch):
                                       k=1.0, eps=0.0, stats=False)
 
 
-
 def test_a_forked_child_runs_the_threaded_pass(monkeypatch):
     """After a fork (dataloader workers, fork-started processes) the parent's pool threads are gone; the child
     starts its own instead of waiting on them."""
