@@ -188,7 +188,7 @@ class GradDrop(Method):
             kept = nonzero if keep is None else (keep & (g != 0)).sum().reshape(1)
             return out, dict(purity=0.5 * nonzero.double().sum(), conflicts=torch.zeros((), dtype=torch.float64),
                              kept=kept, nonzero=nonzero)
-        if (signed is grads and not self.batch_separated and not self.keep_zero and self.activation_fn is None
+        if (signed is grads and not self.batch_separated and not self.keep_zero and self._kernel_rule()
                 and grads[0].numel() > SMALL_TASK_TENSOR and not bool(leak.any())
                 and graddrop_kernel.available(grads)):
             # the same rule in one compiled pass over the stack (graddrop_kernel); the draw comes at the same point
@@ -234,6 +234,14 @@ class GradDrop(Method):
         kept, nonzero = sign_counts(signed.reshape(n_tasks, -1), survivor.reshape(-1))
         return out, dict(purity=(purity - 0.5).abs().double().sum(),
                          conflicts=((pos_mass > 0) & (neg_mass < 0)).double().sum(), kept=kept, nonzero=nonzero)
+
+    def _kernel_rule(self) -> bool:
+        """Whether :math:`f` is one the compiled pass knows: the fair coin, or this class's clip rule (not an
+        ``activation_fn``, nor a subclass's own :meth:`keep_positive_probability`)."""
+        if self.fair_coin:
+            return True
+        return self.activation_fn is None and \
+            type(self).keep_positive_probability is GradDrop.keep_positive_probability
 
     def _batch_separated_signal(self, grads: Tensor, activation: Tensor | None, problem_dims: int) -> Tensor:
         if activation is None:

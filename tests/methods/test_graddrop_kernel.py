@@ -141,3 +141,24 @@ def test_a_forked_child_runs_the_threaded_pass(monkeypatch):
 def _child_pass(x, expected, queue):
     torch.set_num_threads(2)
     queue.put(bool(torch.equal(GradDrop().combine(x, generator=gen(2)), expected)))
+
+
+class Steep(GradDrop):
+    """A subclass with its own f (as projects/MajoritySign): the compiled pass does not know it."""
+
+    def keep_positive_probability(self, purity):
+        return (purity > 0.5).to(purity.dtype)
+
+
+@pytest.mark.parametrize('method', [Steep(), GradDrop(activation_fn=lambda p: p * p)], ids=['subclass', 'fn'])
+def test_a_rule_of_its_own_keeps_the_pytorch_path(method, monkeypatch):
+    x = stack(n_tasks=5, shape=(64, 130))
+    calls = []
+    monkeypatch.setattr(graddrop_kernel, 'graddrop_pass', lambda *a, **kw: calls.append(1))
+    out = method.combine(x, generator=gen(4))
+    assert calls == []
+    u = torch.rand(x.shape[1:], generator=gen(4))
+    total, mass = x.sum(0), x.abs().sum(0)
+    keep = method.keep_positive_probability(0.5 * (1 + total / mass.clamp_min(1e-38)))
+    expected = torch.where(keep > u, 0.5 * (total + mass), torch.where(keep < u, 0.5 * (total - mass), 0.0))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
