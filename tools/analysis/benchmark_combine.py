@@ -34,6 +34,10 @@ fastest available peer (below 1: ours is faster). ``--check`` also prints how fa
 are from the simplex QP's optimum (KKT residual on the Gram matrix scaled to unit mean diagonal; 0 at the optimum).
 ``--gram`` (no peers needed) instead times the Gram matrix behind PCGrad and MGDA three ways, with their errors, and
 our MGDA solver: ``OMP_NUM_THREADS=1 python tools/analysis/benchmark_combine.py --gram --repeats 5``.
+``--graddrop-paths`` (no peers needed) times our GradDrop and Random GradDrop with their statistics on (as the wrapper
+runs them on a statistics step) by the compiled pass (``graddrop_mtl.methods.graddrop_kernel``) and by the PyTorch
+path, and checks that the two agree: ``OMP_NUM_THREADS=1 python tools/analysis/benchmark_combine.py --graddrop-paths
+--shapes celeba celeba-218x178 --repeats 5``.
 """
 from __future__ import annotations
 
@@ -58,7 +62,10 @@ DEFAULT_PEERS = ('torchjd', 'libmtl')
 SHAPES = {
     'pointpillars': (9, 2, 384, 160, 160),
     'celeba': (40, 8, 512, 8, 8),
+    'celeba-218x178': (40, 8, 512, 27, 22),    # the stored images' conv map (--graddrop-paths only by default)
 }
+#: The shapes run when --shapes is not given (the stored-size CelebA stack, 390 MB, only with --graddrop-paths).
+DEFAULT_SHAPES = ('pointpillars', 'celeba')
 
 
 @dataclass
@@ -302,10 +309,47 @@ def gram_table(shapes: dict[str, tuple[int, ...]], repeats: int) -> str:
     return '\n'.join(lines)
 
 
+def graddrop_paths_table(shapes: dict[str, tuple[int, ...]], repeats: int) -> str:
+    """``--graddrop-paths``: GradDrop's and Random GradDrop's ``combine`` with statistics, compiled pass against the
+    PyTorch path; how many elements were decided otherwise (the paths add the tasks in different orders, so an
+    element whose purity lies within rounding of its uniform can go either way, or to neither side at a tie), the largest difference elsewhere, and that
+    of the logged kept fractions."""
+    from graddrop_mtl.methods import GradDrop, RandomGradDrop, graddrop_kernel
+
+    if not graddrop_kernel.available(torch.zeros(1)):
+        return '(numba is not importable: only the PyTorch path exists)'
+    lines = ['| method | shape | compiled ms | PyTorch ms | compiled / PyTorch | elements decided otherwise '
+             '| max diff elsewhere | max kept-fraction diff |',
+             '|---|---|---|---|---|---|---|---|']
+    real = graddrop_kernel.available
+    for name, shape in shapes.items():
+        grads, _, _ = make_inputs(shape, seed=0)
+        for method in (GradDrop(), RandomGradDrop()):
+            def run(compiled: bool, method=method):
+                graddrop_kernel.available = real if compiled else (lambda flat: False)
+                try:
+                    out = method.combine(grads, generator=torch.Generator().manual_seed(0))
+                finally:
+                    graddrop_kernel.available = real
+                return out, method.last_stats()
+            times = time_calls({'compiled': lambda: run(True), 'torch': lambda: run(False)}, repeats)
+            (a, sa), (b, sb) = run(True), run(False)
+            kept = max(abs(sa[k] - sb[k]) for k in sa if k.startswith('kept_frac'))
+            diff = (a - b).abs()
+            # another decision moves the result by a side's mass; rounding by ulps of the absolute mass
+            other_side = diff > 1e-3 * grads.abs().sum(0)
+            elsewhere = float(diff[~other_side].max()) if bool((~other_side).any()) else 0.0
+            lines.append(f'| {type(method).__name__} | {name} [{", ".join(map(str, shape))}] '
+                         f'| {times["compiled"]:.1f} | {times["torch"]:.1f} | {times["compiled"] / times["torch"]:.2f} '
+                         f'| {int(other_side.sum())} of {a.numel()} | {elsewhere:.1e} | {kept:.1e} |')
+        gc.collect()
+    return '\n'.join(lines)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--shapes', nargs='+', default=list(SHAPES), choices=list(SHAPES),
+    parser.add_argument('--shapes', nargs='+', default=list(DEFAULT_SHAPES), choices=list(SHAPES),
                         help='which activation shapes to run')
     parser.add_argument('--pp-size', type=int, default=160, choices=(80, 160),
                         help='BEV grid size of the PointPillars-like shape (80 quarters the memory)')
@@ -319,6 +363,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--check', action='store_true', help='also report the MGDA solutions\' KKT residuals')
     parser.add_argument('--gram', action='store_true',
                         help='only time the Gram matrix (ours, one float32 mm, numpy syrk) and our MGDA solver')
+    parser.add_argument('--graddrop-paths', action='store_true',
+                        help="only time GradDrop's compiled pass against its PyTorch path, statistics on")
     return parser.parse_args(argv)
 
 
@@ -333,6 +379,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f'# Gram matrix wall time, best of {args.repeats}; torch {torch.__version__}, {args.threads} thread(s)'
               ' (numpy\'s BLAS on its own thread setting: OMP_NUM_THREADS=1 for one)')
         print(gram_table(shapes, args.repeats))
+        return
+    if args.graddrop_paths:
+        print(f"# GradDrop combine() with statistics, wall time, best of {args.repeats}; torch {torch.__version__}, "
+              f'{args.threads} thread(s)')
+        print(graddrop_paths_table(shapes, args.repeats))
         return
     tjd = load_torchjd(args.peers_path)
     libmtl = load_libmtl(args.libmtl)
