@@ -120,7 +120,7 @@ def task_grad_error(model, wrapper_cfg, data, precision: str) -> str:
 
     from graddrop_mtl.methods import build_method
     grads = []
-    for prec in (None, precision):
+    for prec in ('ieee', precision):
         mode = wrapper_cfg.get('grad_mode', 'auto')
         cfg = dict(wrapper_cfg, method=dict(type='Sum'), grad_mode='batched' if mode == 'auto' else mode,
                    task_grad_precision=prec)
