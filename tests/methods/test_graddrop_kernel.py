@@ -10,8 +10,12 @@ from graddrop_mtl.methods.base import abs_sum_tasks
 
 from ._util import gen
 
-pytestmark = pytest.mark.skipif(not graddrop_kernel.available(torch.zeros(1)),
-                                reason='numba is a requirement; this checks its kernel')
+
+def test_the_compiled_pass_is_available_here():
+    """numba is in requirements/runtime.txt: in the project's environment GradDrop takes the compiled pass (the
+    methods fall back to PyTorch only where numba cannot be imported)."""
+    assert graddrop_kernel.available(torch.zeros(1))
+    assert not graddrop_kernel.available(torch.zeros(1, dtype=torch.float64))
 
 
 def stack(n_tasks=40, shape=(4, 16, 13, 11), seed=0):
