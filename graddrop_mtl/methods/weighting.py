@@ -21,8 +21,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from .base import (Method, check_grads, combine_with_coefficients, flat_per_problem, gram_matrix, reduce_statistics,
-                   sum_tasks, weights_view)
+from .base import (Method, check_grads, combine_with_coefficients, flat_per_problem, gram_matrix,
+                   reduce_statistics)
 from .blocks import TaskBlocks
 
 
@@ -116,7 +116,8 @@ class LossWeighting(Method):
         if losses is None:
             raise ValueError(f'{type(self).__name__} needs the task losses (losses=...)')
         w = self.weigh_losses(losses.reshape(grads.shape[:1 + problem_dims]), generator).detach()
-        return sum_tasks(grads * weights_view(w, grads, problem_dims))
+        coef = w.reshape(grads.shape[0], -1).t()                                  # [P, T]
+        return combine_with_coefficients(flat_per_problem(grads, problem_dims), coef, grads)
 
     def combine_blocks(self, blocks: TaskBlocks, *, activation: Tensor | None = None, losses: Tensor | None = None,
                        generator: torch.Generator | None = None) -> Tensor:
