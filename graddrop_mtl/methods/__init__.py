@@ -30,20 +30,20 @@ gradient sent into the trunk: ``method.combine(grads, activation=A, losses=L, ge
 Loss weightings (:class:`~graddrop_mtl.methods.weighting.LossWeighting`) need only the task losses; Gram-matrix
 methods (:class:`~graddrop_mtl.methods.weighting.GramWeighting`) the per-task gradients' T x T Gram matrix.
 """
-from .base import METHODS, Method, build_method, register_method
-from .gradnorm import GradNorm
-from .graddrop import GradDrop, RandomGradDrop
-from .mgda import MGDA, min_norm_simplex
-from .pcgrad import PCGrad, pcgrad_coefficients
-from .simple import Compose, GradPenalty, Sum
 from .aligned_mtl import AlignedMTL
+from .base import METHODS, Method, build_method, register_method
 from .cagrad import CAGrad
 from .dwa import DWA
 from .famo import FAMO
+from .graddrop import GradDrop, RandomGradDrop
+from .gradnorm import GradNorm
 from .gradvac import GradVac
 from .imtl import IMTLG, IMTLL
+from .mgda import MGDA, min_norm_simplex
 from .nash_mtl import FairGrad, NashMTL
+from .pcgrad import PCGrad, pcgrad_coefficients
 from .rlw import RLW
+from .simple import Compose, GradPenalty, Sum
 from .upgrad import UPGrad
 from .uw import UW
 from .weighting import GramWeighting, LossWeighting

@@ -11,15 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torchjd.aggregation as torchjd_aggregation  # requirements/bench.txt
+from torchjd.linalg import DualConeProjector
 
-from graddrop_mtl.methods import (CAGrad, FairGrad, GradVac, IMTLG, AlignedMTL, NashMTL, UPGrad, build_method)
+from graddrop_mtl.methods import IMTLG, AlignedMTL, CAGrad, FairGrad, GradVac, NashMTL, UPGrad, build_method
 from graddrop_mtl.methods.blocks import TaskBlocks
 from graddrop_mtl.methods.gradvac import gradvac_coefficients
 
 from ._util import ThreadAllReduce, gen, run_ranks
-
-import torchjd.aggregation as torchjd_aggregation                  # requirements/bench.txt
-from torchjd.linalg import DualConeProjector
 
 
 def random_grads(seed: int, n_tasks: int, d: int, shared: float = 0.5) -> torch.Tensor:
