@@ -23,6 +23,7 @@ from graddrop_mtl.methods import (
     FairGrad,
     GradVac,
     NashMTL,
+    Random,
     UPGrad,
     build_method,
 )
@@ -154,6 +155,18 @@ def test_config_matches_torchjd_and_has_equal_cosines(seed, n_tasks, d):
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-8 * float(ref.abs().max()))
     cos = (g @ ours) / (g.norm(dim=1) * ours.norm())
     torch.testing.assert_close(cos, cos.mean().expand_as(cos), rtol=1e-8, atol=0)
+
+
+# -- Random --------------------------------------------------------------------------------------------------------
+def test_random_matches_torchjd_on_the_same_draw():
+    """TorchJD's Random draws torch.randn(T) from the global stream; ours from the generator: the same seed gives
+    the same weights."""
+    g = random_grads(0, 5, 20)
+    torch.manual_seed(7)
+    ref = torchjd_aggregation.Random()(g)
+    ours = Random().combine(g, generator=gen(7))
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    assert not torch.equal(Random().combine(g, generator=gen(8)), ours)
 
 
 # -- CAGrad -----------------------------------------------------------------------------------------------------------
@@ -313,7 +326,7 @@ def test_gradvac_raises_the_cosines_and_keeps_state():
 # -- all Gram methods: blocks, scale, several ranks, degenerate -----------------------------------------------------
 GRAM_CONFIGS = [dict(type='CAGrad'), dict(type='NashMTL', max_norm=0), dict(type='FairGrad', alpha=2.0),
                 dict(type='IMTLG'), dict(type='AlignedMTL'), dict(type='UPGrad'), dict(type='GradVac'),
-                dict(type='DualProj'), dict(type='ConFIG')]
+                dict(type='DualProj'), dict(type='ConFIG'), dict(type='Random')]
 
 
 @pytest.mark.parametrize('cfg', GRAM_CONFIGS, ids=lambda c: c['type'])
@@ -334,7 +347,8 @@ def test_blocks_give_the_dense_result(cfg):
 @pytest.mark.parametrize('cfg', GRAM_CONFIGS, ids=lambda c: c['type'])
 def test_ranks_agree_with_one_process(cfg):
     """Two ranks: the Gram matrices are summed, the weights are those of the concatenated gradients on both, and
-    the state is the same (GradVac's orders are summed draws, so one process is not comparable there)."""
+    the state is the same (GradVac's orders and Random's weights come from summed draws, so one process is not
+    comparable there)."""
     g = [random_grads(1, 4, 12), random_grads(2, 4, 12)]
     single = build_method(cfg)
     expected = weights_of(single, torch.cat(g, 1))
@@ -348,7 +362,7 @@ def test_ranks_agree_with_one_process(cfg):
     (w0, s0), (w1, s1) = run_ranks(2, rank)
     torch.testing.assert_close(w0, w1, rtol=0, atol=0)
     torch.testing.assert_close(s0, s1, rtol=0, atol=0)
-    if cfg['type'] != 'GradVac':
+    if cfg['type'] not in ('GradVac', 'Random'):
         torch.testing.assert_close(w0, expected, rtol=1e-7, atol=1e-9)
 
 
