@@ -382,3 +382,37 @@ def test_degenerate_inputs(cfg, case):
         assert bool(torch.isfinite(out).all()), out
     if case == 'zero':
         assert bool((out == 0).all())
+
+
+# -- Krum and TrimmedMean (TorchJD's robust aggregators) -----------------------------------------------------------
+@pytest.mark.parametrize('seed,n_tasks,d', [(0, 3, 10), (1, 5, 20), (2, 8, 30), (3, 12, 100)])
+@pytest.mark.parametrize('n_byzantine,n_selected', [(0, 1), (1, 2), (0, 3)])
+def test_krum_matches_torchjd(seed, n_tasks, d, n_byzantine, n_selected):
+    from graddrop_mtl.methods import Krum
+    g = random_grads(seed, n_tasks, d)
+    if n_tasks < n_byzantine + 3:                    # TorchJD refuses these too
+        with pytest.raises(ValueError, match='at least'):
+            Krum(n_byzantine=n_byzantine, n_selected=n_selected).combine(g)
+        return
+    ours = Krum(n_byzantine=n_byzantine, n_selected=n_selected).combine(g)
+    ref = torchjd_aggregation.Krum(n_byzantine=n_byzantine, n_selected=n_selected)(g)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_krum_ignores_an_outlier_and_checks_the_task_count():
+    from graddrop_mtl.methods import Krum
+    g = torch.tensor([[1.0, 0.0], [1.1, 0.1], [0.9, -0.1], [100.0, -50.0]], dtype=torch.float64)
+    torch.testing.assert_close(Krum(n_byzantine=1, n_selected=3).combine(g), g[:3].mean(0))
+    with pytest.raises(ValueError, match='at least 4 tasks'):
+        Krum(n_byzantine=1).combine(g[:3])
+
+
+@pytest.mark.parametrize('n_tasks,trim', [(3, 1), (5, 2), (9, 1), (40, 5)])
+def test_trimmed_mean_matches_torchjd(n_tasks, trim):
+    from graddrop_mtl.methods import TrimmedMean
+    g = torch.randn(n_tasks, 2, 3, 7, generator=gen(n_tasks), dtype=torch.float64)
+    ours = TrimmedMean(trim_number=trim).combine(g)
+    ref = torchjd_aggregation.TrimmedMean(trim_number=trim)(g.reshape(n_tasks, -1)).reshape(g.shape[1:])
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match='more than'):
+        TrimmedMean(trim_number=n_tasks).combine(g)
