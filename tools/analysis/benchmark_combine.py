@@ -3,8 +3,8 @@
 Every implementation gets the same stacked per-task gradients at a shared activation, ``grads [T, *A.shape]``:
 
 * ours: ``graddrop_mtl.methods`` on the native shape (``GradDrop``, ``RandomGradDrop``, ``PCGrad``, ``MGDA`` and
-  issue 23's methods: CAGrad, NashMTL, FairGrad, IMTLG, AlignedMTL, UPGrad, GradVac, DualProj, ConFIG, Random, UW,
-  DWA, RLW, FAMO, GLS),
+  issue 23's methods: CAGrad, NashMTL, FairGrad, IMTLG, AlignedMTL, UPGrad, GradVac, DualProj, ConFIG, Random, Krum,
+  TrimmedMean, UW, DWA, RLW, FAMO, GLS),
   statistics collection off (the wrapper collects them only every ``stats_interval`` steps); ``--methods`` picks
   rows;
 * TorchJD (``torchjd.aggregation``): aggregators work on a ``[T, D]`` matrix, so they get the flattened view
@@ -222,8 +222,10 @@ def new_method_specs(ours: Callable, tjd, flat: Tensor) -> list[tuple[str, Calla
         DualProj,
         FairGrad,
         GradVac,
+        Krum,
         NashMTL,
         Random,
+        TrimmedMean,
         UPGrad,
     )
     n_tasks = flat.shape[0]
@@ -239,6 +241,8 @@ def new_method_specs(ours: Callable, tjd, flat: Tensor) -> list[tuple[str, Calla
         ('DualProj', DualProj(), lambda: tjd.DualProj()),
         ('ConFIG', ConFIG(), lambda: tjd.ConFIG()),
         ('Random', Random(), lambda: tjd.Random()),
+        ('Krum', Krum(n_byzantine=0), lambda: tjd.Krum(n_byzantine=0)),
+        ('TrimmedMean', TrimmedMean(trim_number=1), lambda: tjd.TrimmedMean(trim_number=1)),
     ]
     for name, method, factory in gram_methods:
         specs.append((name, ours(method), {'torchjd': torchjd_peer(factory, flat) if tjd else None,
