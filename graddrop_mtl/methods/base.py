@@ -302,8 +302,7 @@ def sum_and_abs_sum_tasks(x: Tensor, chunk: int = TASK_SUM_CHUNK) -> tuple[Tenso
     values for small tensors; for large ones the same sum and the absolute sum up to the order of the additions).
 
     Large tensors are reduced ``chunk`` columns at a time, each chunk's absolute values written to a buffer that stays
-    in cache: one pass over the stack in memory instead of two (at CelebA's stored 218 x 178 size, ``[40, 2.4M]``:
-    64 ms against 99 ms on one CPU thread).
+    in cache: one pass over the stack in memory instead of two.
     """
     if x[0].numel() <= SMALL_TASK_TENSOR:
         return sum_tasks(x), abs_sum_tasks(x)
@@ -398,13 +397,11 @@ def gram_matrix(grads: Tensor, problem_dims: int = 0, chunk: int = 1 << 12) -> t
     conversion of the gradients costs several passes over them.
 
     With few tasks the chunks are one batched product (:func:`chunked_gram`): a ``[T, D] x [D, T]`` product is then
-    memory-bound, and BLAS handles ``T x T`` tiles of a batch better than a loop of calls (on one CPU thread at
-    ``[9, 19.7M]``: 145 ms, against 261 ms for numpy's ``syrk`` and 372 ms for one float32 ``mm``;
-    ``tools/analysis/benchmark_combine.py --gram``). From :data:`SYRK_MIN_TASKS` tasks on, on the CPU, each chunk is
-    a symmetric rank-k update instead (BLAS ``syrk`` through numpy, which calls it for ``a @ a.T``, on as many
-    threads as torch uses; :func:`syrk_gram`): it computes one triangle, and at CelebA's ``[40, 262,144]`` it took
-    8.8 ms against 10.8 ms for the batched product and 10.7 ms for one float32 ``mm`` (2026-12-04; at 16 tasks it
-    was 1.23x slower, at 24 0.88x, at 32 1.07x, at 80 0.78x).
+    memory-bound, and BLAS handles ``T x T`` tiles of a batch better than a loop of calls. From
+    :data:`SYRK_MIN_TASKS` tasks on, on the CPU, each chunk is a symmetric rank-k update instead (BLAS ``syrk``
+    through numpy, which calls it for ``a @ a.T``, on as many threads as torch uses; :func:`syrk_gram`): it computes
+    one triangle, which pays off once the ``T x T`` block is large. ``tools/analysis/benchmark_combine.py --gram``
+    times the three ways.
 
     Products in float32 overflow from values of about 1e17 on and underflow below about 1e-19; when the diagonal
     shows either (:func:`badly_scaled`, a test on the ``T`` diagonal entries), the Gram matrix is computed again
@@ -535,8 +532,8 @@ def coin_flips(shape: tuple[int, ...], generator, *, device: torch.device) -> Te
     """Fair coins (a bool tensor of ``shape``) whose dim 0 indexes problems, with the generator rule of
     :func:`uniform`.
 
-    Eight coins per random byte: ``ceil(n / 8)`` uniform bytes from the generator, split into their bits (at
-    PointPillars' 19.7M elements, 25 ms against 103 ms for ``torch.rand(n) < 0.5`` on one CPU thread).
+    Eight coins per random byte: ``ceil(n / 8)`` uniform bytes from the generator, split into their bits: a
+    quarter of the random draws' bytes of ``torch.rand(n) < 0.5``, and no comparison pass.
     """
     def draw(size: tuple[int, ...], g) -> Tensor:
         n = int(torch.Size(size).numel())
