@@ -51,6 +51,21 @@ class GramWeighting(Method):
         w = self._weights(blocks.gram()[None], losses, generator, torch.Size([blocks.n_tasks]), blocks.dtype)
         return blocks.linear_combination(w[0])
 
+    def weigh(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
+              generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor | None:
+        """The weights and the state update of :meth:`combine` without the weighted sum (for
+        :class:`~graddrop_mtl.methods.simple.Compose`); :attr:`task_weights` is ``None`` unless
+        :attr:`weights_losses`."""
+        check_grads(grads, problem_dims)
+        _, gram = gram_matrix(grads.detach(), problem_dims)
+        self._weights(gram, losses, generator, grads.shape[:1 + problem_dims], grads.dtype)
+        return self.task_weights
+
+    def weigh_blocks(self, blocks: TaskBlocks, *, activation: Tensor | None = None, losses: Tensor | None = None,
+                     generator: torch.Generator | None = None) -> Tensor | None:
+        self._weights(blocks.gram()[None], losses, generator, torch.Size([blocks.n_tasks]), blocks.dtype)
+        return self.task_weights
+
     def _weights(self, gram: Tensor, losses: Tensor | None, generator, shape: torch.Size,
                  dtype: torch.dtype) -> Tensor:
         """Weights ``[P, T]`` (float64) for Gram matrices ``[P, T, T]``, after the cross-rank reduction."""

@@ -418,3 +418,20 @@ def test_trimmed_mean_matches_torchjd(n_tasks, trim):
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match='more than'):
         TrimmedMean(trim_number=n_tasks).combine(g)
+
+
+def test_nash_mtl_as_the_weighting_of_a_compose():
+    """Nash-MTL weights the losses, so it can lead a Compose: its weights (from weigh, without the weighted sum)
+    scale the gradients GradDrop then combines, and the state advances once per step."""
+    from graddrop_mtl.methods import Compose, GradDrop
+    g = random_grads(4, 3, 50)
+    compose = Compose(NashMTL(max_norm=0, update_weights_every=2), GradDrop())
+    out = compose.combine(g, generator=gen(0))
+    alone = NashMTL(max_norm=0)
+    alone.combine(g)
+    torch.testing.assert_close(compose.task_weights, alone.task_weights)
+    ref = GradDrop().combine(g * alone.task_weights[:, None], generator=gen(0))
+    torch.testing.assert_close(out, ref)
+    assert compose.weighting.step == 1
+    with pytest.raises(ValueError, match='sets no task_weights'):
+        Compose(UPGrad(), GradDrop()).combine(g, generator=gen(0))
