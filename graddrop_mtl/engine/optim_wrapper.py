@@ -13,9 +13,9 @@ How a training step runs (mmengine's stock ``BaseModel.train_step`` / ``MMDistri
 1. task losses ``L_i`` from the ``loss*`` keys (or the ``tasks`` grouping), each summed/averaged as mmengine's
    ``parse_losses`` does;
 2. per-task gradients ``G_i = dL_i/dA`` at the detached copy ``A`` (one vectorised ``autograd.grad`` call with
-   ``is_grads_batched=True``, a loop, or through the linear head layers; ``grad_mode='auto'`` measures them on the
-   first step and keeps the fastest). Through 1x1-convolution or ``Linear`` heads they stay sparse
-   (:class:`~graddrop_mtl.methods.blocks.TaskBlocks`): a task that is non-zero at few positions is kept only there;
+   ``is_grads_batched=True``, a loop, or through the linear head layers; ``grad_mode='auto'`` decides on the
+   first step by rules, see :mod:`~graddrop_mtl.engine.task_grads`). Through 1x1-convolution or ``Linear`` heads
+   they stay sparse (:class:`~graddrop_mtl.methods.blocks.TaskBlocks`): a task that is non-zero at few positions is kept only there;
 3. ``g = method.combine(G, activation=A, losses=L, generator=...)`` (``method.combine_blocks`` for blocks). ``Sum``
    skips 2 and 3 between statistics steps: it takes the gradient of the summed loss alone;
 4. one ``torch.autograd.backward`` of ``[A_original, sum_i w_i L_i]`` with gradients ``[g, 1]`` into the model's
@@ -141,9 +141,11 @@ class MultiTaskOptimWrapper(OptimWrapper):
             of keys: one task each, in that order. A dict ``name -> key | [keys] | dict(keys=[...], weight=w)``
             groups keys into tasks with static weights.
         grad_mode: ``'batched'`` (one ``autograd.grad`` call with ``is_grads_batched=True``), ``'loop'`` (one call
-            per task), ``'linear'`` (see ``linear_heads``) or ``'auto'`` (every applicable mode on the first step,
-            twice each: checks they agree with the loop and logs the faster run of each; keeps ``'linear'`` if it
-            agrees, else the faster of the other two).
+            per task), ``'linear'`` (see ``linear_heads``) or ``'auto'``: decided on the first step by rules, not
+            by timing, and logged with the reason (:mod:`graddrop_mtl.engine.task_grads`): ``'linear'`` when only
+            linear layers read the activation (checked on the autograd graph, then against autograd at a few rows),
+            else ``'batched'`` if it agrees with the loop, else ``'loop'``; a dense ``[T, *A.shape]`` stack only
+            when it fits a share of the available memory, otherwise an error that says what to set.
         linear_heads: dotted paths of the linear layers (``Conv*d``/``Linear``) that consume the shared activation,
             e.g. the three 1x1 convolutions of mmdet3d's ``Anchor3DHead``. With them the per-task gradients are taken
             at these layers' outputs (a backward through the small loss graph only) and mapped back to the
@@ -152,7 +154,8 @@ class MultiTaskOptimWrapper(OptimWrapper):
             gradients stay sparse (:class:`~graddrop_mtl.methods.blocks.TaskBlocks`): PointPillars' seven box losses
             and its direction loss are non-zero only at the positions of positive anchors, so the nine tasks cost
             about one dense gradient (classification) instead of nine. Every consumer of the activation must be
-            listed; ``'auto'`` verifies the result against the loop on the first step.
+            listed (checked on the first step). Without ``linear_heads``, ``'auto'`` finds the 1x1 convolutions /
+            ``Linear`` layers that read the activation itself and uses them when the activation is large.
         problem_dims: leading dims of the activation that index independent problems (replicas), see
             :mod:`graddrop_mtl.methods.base`. Task losses then carry those dims too.
         problem_rng: give every problem its own random stream, seeded from ``seed`` and its id, so that a replica
@@ -206,7 +209,7 @@ class MultiTaskOptimWrapper(OptimWrapper):
         if grad_mode == 'linear' and not self.linear_heads:
             raise ValueError("grad_mode='linear' needs linear_heads=[...] (the linear layers on the shared activation)")
         self.problem_dims = int(problem_dims)
-        self._task_grads = TaskGradients(grad_mode, linear_heads=bool(self.linear_heads),
+        self._task_grads = TaskGradients(grad_mode, linear_heads=self.linear_heads,
                                          problem_dims=self.problem_dims)
         self.stats_interval = max(1, int(stats_interval))
         self.log_per_task = log_per_task
@@ -315,7 +318,8 @@ class MultiTaskOptimWrapper(OptimWrapper):
         self._model = module
         self._hooks = [shared.register_forward_hook(self._shared_hook),
                        module.register_forward_hook(self._loss_hook)]
-        self._hooks += [h.register_forward_hook(self._linear_head_hook) for h in heads]
+        self._hooks += [h.register_forward_hook(self._linear_head_hook)
+                        for h in self._task_grads.hook_targets(module, heads)]
 
     def _shared_hook(self, module: nn.Module, args, output):
         if not self._capturing or not torch.is_grad_enabled():
