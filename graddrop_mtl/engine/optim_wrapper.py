@@ -541,7 +541,12 @@ class MultiTaskOptimWrapper(OptimWrapper):
             combined = self.method.combine(flat, activation=activation, losses=loss_values,
                                            generator=self._get_generator(activation), problem_dims=self.problem_dims)
             trunk_grads = self._unflatten(combined, acts)
-        weights = self.method.task_weights if grads is not None else None
+            del flat, activation, combined
+        per_task = grads is not None
+        # the per-task gradients are combined: free them before the backward, where the step's memory peaks (at
+        # full size their dense part is as large as the shared activation)
+        del grads
+        weights = self.method.task_weights if per_task else None
         if weights is None:
             head_loss = sum(v.sum() for v in task_losses)
         else:
@@ -568,7 +573,7 @@ class MultiTaskOptimWrapper(OptimWrapper):
         torch.autograd.backward(list(cap.originals) + [head_loss], [g.detach() for g in trunk_grads] + [None],
                                 inputs=params)
         self._inner_count += 1
-        self._log(names, norms if grads is not None else None, weights)
+        self._log(names, norms if per_task else None, weights)
         if self.should_update():
             self.step(**(step_kwargs or {}))
             self.zero_grad(**(zero_kwargs or {}))
