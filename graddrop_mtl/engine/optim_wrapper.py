@@ -31,7 +31,6 @@ DDP averages the combined gradients, and the methods' statistics are summed over
 """
 from __future__ import annotations
 
-import time
 import warnings
 from contextlib import contextmanager
 from typing import Any, Mapping, Sequence
@@ -48,14 +47,13 @@ from ..methods.blocks import TaskBlocks
 from . import combine as comb
 from .amp import LossScaling
 from .capture import ActivationCapture, Captured, check_trunk_isolated
-from .linear_heads import dense_task_grads, head_output_grads, task_blocks
 from .mtl_log import log_step
 from .precision import TASK_GRAD_PRECISIONS, check_precision, fp32_matmul_precision, precision_for  # noqa: F401
 from .streams import StepStreams
 from .sync import any_across_ranks, same_on_all_ranks, sum_across_ranks, world_size
+from .task_grads import GRAD_MODES, TaskGradients
 from .tasks import TaskSpec, parse_tasks, task_losses  # noqa: F401
 
-GRAD_MODES = ('auto', 'loop', 'batched', 'linear')
 _Capture = Captured   # the name the benchmark tools and older tests use
 @OPTIM_WRAPPERS.register_module()
 class MultiTaskOptimWrapper(OptimWrapper):
@@ -143,18 +141,17 @@ class MultiTaskOptimWrapper(OptimWrapper):
         if not shared or not isinstance(shared, str):
             raise ValueError('MultiTaskOptimWrapper needs shared="<dotted.module.path>", the module whose output is '
                              'the shared activation (e.g. shared="pts_neck")')
-        if grad_mode not in GRAD_MODES:
-            raise ValueError(f'grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}')
         self.method: Method = build_method(method if method is not None else dict(type='Sum'))
         self.shared = shared
         self.task_specs = parse_tasks(tasks)
-        self.grad_mode = grad_mode
         check_precision(task_grad_precision)
         self.task_grad_precision = task_grad_precision
         self.linear_heads = list(linear_heads) if linear_heads else []
         if grad_mode == 'linear' and not self.linear_heads:
             raise ValueError("grad_mode='linear' needs linear_heads=[...] (the linear layers on the shared activation)")
         self.problem_dims = int(problem_dims)
+        self._task_grads = TaskGradients(grad_mode, linear_heads=bool(self.linear_heads),
+                                         problem_dims=self.problem_dims)
         self.stats_interval = max(1, int(stats_interval))
         self.log_per_task = log_per_task
         self.seed = same_on_all_ranks(int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed))
@@ -335,80 +332,24 @@ class MultiTaskOptimWrapper(OptimWrapper):
     def _per_task_grads(self, task_losses: list[Tensor], acts: list[Tensor],
                         head_calls: list) -> list[Tensor] | TaskBlocks:
         with fp32_matmul_precision(acts[0].device.type, self.task_grad_precision):
-            mode = self.grad_mode
-            if mode == 'auto':
-                mode = self._choose_grad_mode(task_losses, acts, head_calls)
-            return self._grads(mode, task_losses, acts, head_calls)
+            return self._task_grads(task_losses, acts, head_calls)
 
     def _grads(self, mode: str, task_losses, acts, head_calls) -> list[Tensor] | TaskBlocks:
-        if mode == 'batched':
-            return self._grads_batched(task_losses, acts)
-        if mode == 'linear':
-            return self._grads_linear(task_losses, acts, head_calls)
-        return self._grads_loop(task_losses, acts)
+        return self._task_grads.compute(mode, task_losses, acts, head_calls)
 
     def _grads_linear(self, task_losses, acts, head_calls) -> list[Tensor] | TaskBlocks:
-        if not head_calls:
-            raise RuntimeError('linear_heads: none of the listed layers consumed the shared activation')
-        grads_out = head_output_grads(task_losses, [out for _, _, out in head_calls])
-        if len(acts) == 1 and not self.problem_dims:
-            blocks = task_blocks(grads_out, acts[0], head_calls)
-            if blocks is not None:
-                return blocks
-        return dense_task_grads(grads_out, acts, head_calls)
+        return self._task_grads.linear(task_losses, acts, head_calls)
 
-    @staticmethod
-    def _grads_loop(task_losses, acts) -> list[Tensor]:
-        per_task = [torch.autograd.grad(loss.sum(), acts, retain_graph=True, allow_unused=True,
-                                        materialize_grads=True) for loss in task_losses]
-        return [torch.stack([g[j] for g in per_task]) for j in range(len(acts))]
+    @property
+    def grad_mode(self) -> str:
+        """The per-task gradient mode (``'auto'`` until the first step has chosen one)."""
+        return self._task_grads.mode
 
-    @staticmethod
-    def _grads_batched(task_losses, acts) -> list[Tensor]:
-        stacked = torch.stack([loss.sum() for loss in task_losses])
-        eye = torch.eye(len(task_losses), dtype=stacked.dtype, device=stacked.device)
-        grads = torch.autograd.grad(stacked, acts, grad_outputs=eye, is_grads_batched=True, retain_graph=True,
-                                    allow_unused=True, materialize_grads=True)
-        # A batched backward can return a permuted layout (e.g. an einsum's); the methods and the norms read the
-        # stack as [T, -1] several times, so it is made contiguous once here (a no-op when it already is).
-        return [g.contiguous() for g in grads]
-
-    def _choose_grad_mode(self, task_losses, acts, head_calls) -> str:
-        timings: dict[str, float] = {}
-        notes: dict[str, str] = {}
-        reference = None
-        for mode in ['loop', 'batched'] + (['linear'] if self.linear_heads else []):
-            # Each mode runs twice and the faster run counts: a first run also pays for memory the process has not
-            # used yet (on a VM a page fault can cost ~10 us per 4 KiB page, over a second for a 390 MB stack of
-            # per-task gradients), which would decide the choice by the order of the candidates.
-            elapsed = float('inf')
-            try:
-                for _ in range(2):
-                    start = time.perf_counter()
-                    result = self._grads(mode, task_losses, acts, head_calls)
-                    elapsed = min(elapsed, time.perf_counter() - start)
-            except RuntimeError as err:   # e.g. vmap cannot batch some head operation
-                notes[mode] = f'failed: {str(err).splitlines()[0][:120]}'
-                continue
-            if isinstance(result, TaskBlocks):
-                result = [result.to_dense()]
-            if reference is None:
-                reference = result
-            else:
-                scale = max(1e-30, max(r.abs().max().item() for r in reference))
-                if not all(torch.allclose(a, b, rtol=1e-4, atol=1e-5 * scale) for a, b in zip(reference, result)):
-                    notes[mode] = 'differs from the loop, not used'
-                    continue
-            timings[mode] = elapsed
-        # 'linear' whenever it agrees with the loop: its sparse gradients make the methods draw their random numbers
-        # differently from the dense modes, so a choice by timing alone would make runs with one seed differ.
-        # Between the dense modes (identical results) the faster one.
-        chosen = 'linear' if 'linear' in timings else min(timings, key=timings.get)
-        report = ', '.join([f'{m} {t:.3f}s' for m, t in timings.items()] + [f'{m} {n}' for m, n in notes.items()])
-        print_log(f'MultiTaskOptimWrapper: per-task gradients by {report}: using {chosen}', logger='current')
-        self.grad_mode = chosen
-        return chosen
-
+    @grad_mode.setter
+    def grad_mode(self, mode: str) -> None:
+        if mode not in GRAD_MODES:
+            raise ValueError(f'grad_mode must be one of {GRAD_MODES}, got {mode!r}')
+        self._task_grads.mode = mode
 
     # ------------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict:
