@@ -61,7 +61,11 @@ def _ddp_setup(method, init_state, model_cls=ToyMTL, seed=3, **kwargs):
     from graddrop_mtl.engine import MMCPUDistributedDataParallel, MultiTaskOptimWrapper
     model = model_cls()
     model.load_state_dict(init_state)
-    ddp = MMCPUDistributedDataParallel(module=model, device_ids=None)
+    # One parameter per DDP bucket, before and after DDP re-packs its buckets (after the first iteration): in more
+    # than two processes the order in which gloo adds an element's contributions depends on its offset in the
+    # bucket, so with DDP's default buckets a fresh DDP (a resumed run) differs from a long-running one in the last
+    # bit, plain DDP alone included (docs/distributed.md).
+    ddp = MMCPUDistributedDataParallel(module=model, device_ids=None, bucket_cap_mb_list=[1e-6])
     wrapper = MultiTaskOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), method=copy.deepcopy(method),
                                     shared='trunk', seed=seed, **kwargs)
     return model, ddp, wrapper
@@ -171,7 +175,7 @@ def resume(rank, world, init_state, k):
     from mmengine.dist import broadcast_object_list
     results = []
     for method in RESUME_METHODS:
-        model, ddp, wrapper = _ddp_setup(method, init_state)
+        model, ddp, wrapper = _ddp_setup(method, init_state, grad_mode='loop')
         for step in range(k):
             ddp.train_step(_shard(toy_data(n=4 * world, seed=step), rank, world), wrapper)
         checkpoint = [copy.deepcopy(dict(model=model.state_dict(), optim=wrapper.state_dict()))]
@@ -180,7 +184,8 @@ def resume(rank, world, init_state, k):
             ddp.train_step(_shard(toy_data(n=4 * world, seed=step), rank, world), wrapper)
         straight = dict(params=_params(model), state=wrapper.state_dict()['mtl'])
 
-        model, ddp, wrapper = _ddp_setup(method, init_state, seed=rank + 100)   # the checkpoint's seed must win
+        model, ddp, wrapper = _ddp_setup(method, init_state, seed=rank + 100,    # the checkpoint's seed must win
+                                         grad_mode='loop')
         model.load_state_dict(checkpoint[0]['model'])
         wrapper.load_state_dict(checkpoint[0]['optim'])
         for step in range(k, 2 * k):
@@ -225,7 +230,7 @@ def amp_one_rank_fails(rank, world, init_state, dtype, init_scale, bad):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('bad', ['loss', 'overflow'])
-@pytest.mark.parametrize('dtype,init_scale', [('bfloat16', 2.0**60), ('float16', 2.0**8)])
+@pytest.mark.parametrize('dtype,init_scale', [('bfloat16', 2.0**100), ('float16', 2.0**8)])
 def test_amp_one_decision_and_one_scale_on_all_ranks(tmp_path, dtype, init_scale, bad):
     """Rank 1 alone sees a non-finite loss or an overflow: every rank skips the step and keeps the same scale (a
     non-finite loss leaves it, an overflow halves it on every rank); the ranks stay identical afterwards."""
