@@ -240,9 +240,8 @@ def test_amp_one_decision_and_one_scale_on_all_ranks(tmp_path, dtype, init_scale
                         init_scale=init_scale, bad=bad)
     for r in range(2):
         steps = ranks[r]['steps']
+        assert [s['scale'] for s in steps] == [s['scale'] for s in ranks[0]['steps']], r
+        assert steps[1]['scale'] == (init_scale if bad == 'loss' else init_scale / 2)
         assert [s['changed'] for s in steps] == [True, False, True, True, True], r
         assert steps[1]['skipped'] == 1
-        expected = init_scale if bad == 'loss' else init_scale / 2
-        assert steps[1]['scale'] == expected
-        assert [s['scale'] for s in steps] == [s['scale'] for s in ranks[0]['steps']]
     _assert_same(ranks[1]['params'], ranks[0]['params'], 'params')

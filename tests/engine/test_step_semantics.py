@@ -7,7 +7,6 @@ import torch
 from mmengine.optim import OptimWrapper
 
 from graddrop_mtl.engine import MultiTaskOptimWrapper
-from graddrop_mtl.engine.streams import StepStreams
 
 from .toy import ToyConvMTL, ToyMTL, toy_conv_data, toy_data
 
@@ -73,6 +72,7 @@ def test_overflow_in_a_window_backs_off_once_and_skips_the_window():
 
 # ------------------------------------------------------------------------------------------- 20.2: streams
 def test_random_stream_is_a_function_of_seed_rank_and_step():
+    from graddrop_mtl.engine.streams import StepStreams
     act = torch.zeros(4, 3)
 
     def draw(rank, step, seed=5):
