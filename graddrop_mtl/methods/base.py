@@ -88,7 +88,9 @@ class Method:
     * :attr:`create_graph` and :meth:`penalty`: a method with ``create_graph = True`` adds ``penalty(G)`` to the
       training loss, where ``G`` is the gradient of the summed task loss at the shared activation, taken with its
       graph (double backward);
-    * :meth:`set_reducer`: under data parallelism, a cross-process sum the method's statistics go through.
+    * :meth:`set_reducer`: under data parallelism, a cross-process sum the method's statistics go through;
+    * :attr:`loss_only` and :meth:`weigh_losses`: weights from the losses alone (no per-task gradients needed);
+    * :meth:`parameters` and :meth:`loss_term`: trainable parameters of the method (UW) and their loss term.
 
     Several processes (data parallelism). Each process (rank) holds the per-task gradients of its own batch. A
     method whose weights or state come from statistics of the gradients (GradNorm, MGDA, and the other weightings)
@@ -117,6 +119,23 @@ class Method:
     collect_stats: bool = True
     #: the cross-process sum (see :meth:`set_reducer`); ``None``: one process.
     reducer: Reducer | None = None
+    #: the weights depend on the task losses only: :meth:`weigh_losses` gives them without per-task gradients
+    #: (the trunk gradient is then the gradient of ``sum_i w_i L_i``).
+    loss_only: bool = False
+
+    def weigh_losses(self, losses: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """For :attr:`loss_only` methods: this step's task weights from the losses alone (state advanced)."""
+        raise NotImplementedError(f'{type(self).__name__} needs per-task gradients (loss_only is False)')
+
+    def parameters(self) -> list[Tensor]:
+        """Trainable parameters of the method (UW's log-variances): the training loop optimises them with the
+        model, backpropagates the weighted loss and :meth:`loss_term` into them, and averages their gradients
+        over the ranks. Default: none."""
+        return []
+
+    def loss_term(self) -> Tensor | None:
+        """A term the training loop adds to the loss (a function of :meth:`parameters`); ``None``: nothing."""
+        return None
 
     def set_reducer(self, reducer: Reducer | None) -> None:
         """Use ``reducer(t)``, the sum of ``t`` over all processes (a new tensor of the same shape, dtype and
@@ -494,6 +513,11 @@ def per_problem_draws(shape: tuple[int, ...], generator, draw: Callable[[tuple[i
             raise ValueError(f'{len(generator)} generators given for {shape[0]} problems')
         return torch.stack([draw(tuple(shape[1:]), g) for g in generator])
     return draw(tuple(shape), generator)
+
+
+def generator_device(generator: torch.Generator | None) -> torch.device:
+    """Where ``generator`` draws (the CPU for ``None``, the global CPU stream)."""
+    return generator.device if isinstance(generator, torch.Generator) else torch.device('cpu')
 
 
 def uniform(shape: tuple[int, ...], generator, *, device: torch.device, dtype: torch.dtype) -> Tensor:

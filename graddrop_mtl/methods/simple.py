@@ -136,5 +136,8 @@ class Compose(Method):
         return {'weighting': self.weighting.state_dict(), 'then': self.then.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        unknown = set(state) - {'weighting', 'then'}
+        if unknown:
+            raise KeyError(f'Compose state has unknown keys {sorted(unknown)}; expected [\'weighting\', \'then\']')
         self.weighting.load_state_dict(state.get('weighting', {}))
         self.then.load_state_dict(state.get('then', {}))
