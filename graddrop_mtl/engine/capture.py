@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from mmengine.model import is_model_wrapper
@@ -57,11 +57,16 @@ class ActivationCapture:
     Args:
         shared: dotted path of the module whose output is the shared activation.
         linear_heads: dotted paths of the linear layers reading it (may be empty).
+        hook_targets: ``(model, listed layers) -> layers`` whose calls on the activation are recorded in
+            ``head_calls`` (default: the listed ones); ``TaskGradients.hook_targets`` adds the linear layers
+            ``grad_mode='auto'`` may use on its own.
     """
 
-    def __init__(self, shared: str, linear_heads: list[str]) -> None:
+    def __init__(self, shared: str, linear_heads: list[str],
+                 hook_targets: Callable[[nn.Module, list[nn.Module]], list[nn.Module]] | None = None) -> None:
         self.shared = shared
         self.linear_heads = linear_heads
+        self.hook_targets = hook_targets
         self.model: nn.Module | None = None
         self.record: Captured | None = None
         self._active = False
@@ -85,7 +90,8 @@ class ActivationCapture:
         self.model = module
         self._hooks = [shared.register_forward_hook(self._shared_hook),
                        module.register_forward_hook(self._loss_hook)]
-        self._hooks += [h.register_forward_hook(self._linear_head_hook) for h in heads]
+        targets = self.hook_targets(module, heads) if self.hook_targets is not None else heads
+        self._hooks += [h.register_forward_hook(self._linear_head_hook) for h in targets]
         return module
 
     @contextmanager

@@ -14,8 +14,8 @@ How a training step runs (mmengine's stock ``BaseModel.train_step`` / ``MMDistri
    ``parse_losses`` does (:mod:`.tasks`);
 2. per-task gradients ``G_i = dL_i/dA`` at the detached copy ``A`` (:mod:`.task_grads`: one vectorised
    ``autograd.grad`` call, a loop, or through the linear head layers, where they may stay sparse as
-   :class:`~graddrop_mtl.methods.blocks.TaskBlocks`). ``Sum`` skips 2 and 3 between statistics steps: it takes the
-   gradient of the summed loss alone;
+   :class:`~graddrop_mtl.methods.blocks.TaskBlocks`; ``grad_mode='auto'`` decides on the first step by rules).
+   ``Sum`` skips 2 and 4 between statistics steps: it takes the gradient of the summed loss alone;
 3. one decision on all ranks whether the step is taken (:mod:`.sync`; a non-finite loss or gradient anywhere skips
    it everywhere, and a skipped micro-step skips its whole accumulation window);
 4. ``g = method.combine(G, activation=A, losses=L, generator=...)`` (:mod:`.combine`; the generator is the step's
@@ -79,9 +79,11 @@ class MultiTaskOptimWrapper(OptimWrapper):
             of keys: one task each, in that order. A dict ``name -> key | [keys] | dict(keys=[...], weight=w)``
             groups keys into tasks with static weights.
         grad_mode: ``'batched'`` (one ``autograd.grad`` call with ``is_grads_batched=True``), ``'loop'`` (one call
-            per task), ``'linear'`` (see ``linear_heads``) or ``'auto'`` (every applicable mode on the first step,
-            twice each: checks they agree with the loop and logs the faster run of each; keeps ``'linear'`` if it
-            agrees, else the faster of the other two).
+            per task), ``'linear'`` (see ``linear_heads``) or ``'auto'``: decided on the first step by rules, not
+            by timing, and logged with the reason (:mod:`graddrop_mtl.engine.task_grads`): ``'linear'`` when only
+            linear layers read the activation (checked on the autograd graph, then against autograd at a few rows),
+            else ``'batched'`` if it agrees with the loop, else ``'loop'``; a dense ``[T, *A.shape]`` stack only
+            when it fits a share of the available memory, otherwise an error that says what to set.
         linear_heads: dotted paths of the linear layers (``Conv*d``/``Linear``) that consume the shared activation,
             e.g. the three 1x1 convolutions of mmdet3d's ``Anchor3DHead``. With them the per-task gradients are taken
             at these layers' outputs (a backward through the small loss graph only) and mapped back to the
@@ -90,9 +92,8 @@ class MultiTaskOptimWrapper(OptimWrapper):
             gradients stay sparse (:class:`~graddrop_mtl.methods.blocks.TaskBlocks`): PointPillars' seven box losses
             and its direction loss are non-zero only at the positions of positive anchors, so the nine tasks cost
             about one dense gradient (classification) instead of nine. Every consumer of the activation must be
-            listed: on the first step both ``'auto'`` and ``'linear'`` compare the gradient of the summed loss through
-            the listed layers with the one at the activation, and ``'linear'`` raises an error naming the modules
-            that read the activation when they differ.
+            listed (checked on the first step). Without ``linear_heads``, ``'auto'`` finds the 1x1 convolutions /
+            ``Linear`` layers that read the activation itself and uses them when the activation is large.
         problem_dims: leading dims of the activation that index independent problems (replicas), see
             :mod:`graddrop_mtl.methods.base`. Task losses then carry those dims too.
         problem_rng: give every problem its own random stream, seeded from ``seed`` and its id, so that a replica
@@ -150,7 +151,7 @@ class MultiTaskOptimWrapper(OptimWrapper):
         if grad_mode == 'linear' and not self.linear_heads:
             raise ValueError("grad_mode='linear' needs linear_heads=[...] (the linear layers on the shared activation)")
         self.problem_dims = int(problem_dims)
-        self._task_grads = TaskGradients(grad_mode, linear_heads=bool(self.linear_heads),
+        self._task_grads = TaskGradients(grad_mode, linear_heads=self.linear_heads,
                                          problem_dims=self.problem_dims)
         self.stats_interval = max(1, int(stats_interval))
         self.log_per_task = log_per_task
@@ -160,7 +161,7 @@ class MultiTaskOptimWrapper(OptimWrapper):
         self._steps = 0                  # applied steps: the counter of the random stream
         self._window_skipped = False     # a micro-step of the current accumulation window was skipped
         self._checked = False            # the first applied step's structure checks are done
-        self._capture_hooks = ActivationCapture(shared, self.linear_heads)
+        self._capture_hooks = ActivationCapture(shared, self.linear_heads, self._task_grads.hook_targets)
         self._capture: Captured | None = None
         self._model: nn.Module | None = None
 
@@ -205,7 +206,7 @@ class MultiTaskOptimWrapper(OptimWrapper):
         if self.method.create_graph:
             trunk_grads, heads = comb.add_penalty(self.method, losses, cap.detached, trunk_grads, heads,
                                                   self.problem_dims)
-        self._check_structure(cap, losses, heads)
+        self._check_structure(cap, heads)
         self._backward(cap, trunk_grads, heads, scale)
         self._steps += 1
         self._inner_count += 1
@@ -280,34 +281,12 @@ class MultiTaskOptimWrapper(OptimWrapper):
         self._inner_count += 1
         self._window_skipped = not self.should_update()
 
-    def _check_structure(self, cap: Captured, losses: list[Tensor], heads: Tensor) -> None:
-        """On the first applied step: the task losses reach the trunk only through the shared activation, and an
-        explicit ``grad_mode='linear'`` sees every reader of the activation."""
-        if self._checked:
-            return
-        check_trunk_isolated(self._model, cap.originals, heads, self.shared)
-        if self.grad_mode == 'linear':
-            self._check_linear(losses, cap)
-        self._checked = True
-
-    def _check_linear(self, losses: list[Tensor], cap: Captured) -> None:
-        total = [sum(v.sum() for v in losses)]
-        with fp32_matmul_precision(cap.detached[0].device.type, self.task_grad_precision):
-            through_heads = self._grads('linear', total, cap.detached, cap.head_calls)
-            at_activation = self._grads('loop', total, cap.detached, cap.head_calls)
-        if isinstance(through_heads, TaskBlocks):
-            through_heads = [through_heads.to_dense()]
-        scale = max(1e-30, max(float(g.abs().max()) for g in at_activation))
-        if all(torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5 * scale)
-               for a, b in zip(through_heads, at_activation)):
-            return
-        error = max(float((a.float() - b.float()).abs().max()) for a, b in zip(through_heads, at_activation))
-        raise RuntimeError(
-            f"MultiTaskOptimWrapper: grad_mode='linear': the gradient of the summed loss through linear_heads="
-            f'{self.linear_heads} differs from the gradient at the shared activation {self.shared!r} (largest '
-            f'difference {error:.3g}, largest value {scale:.3g}): a module or operation that reads the activation is '
-            f'not listed in linear_heads, or a listed layer is not a plain linear map of it (padding other than '
-            f"zeros). List every reader, or use grad_mode='auto'.")
+    def _check_structure(self, cap: Captured, heads: Tensor) -> None:
+        """On the first applied step: the task losses reach the trunk only through the shared activation (an
+        explicit ``grad_mode='linear'`` is checked by :mod:`.task_grads`)."""
+        if not self._checked:
+            check_trunk_isolated(self._model, cap.originals, heads, self.shared)
+            self._checked = True
 
     def _backward(self, cap: Captured, trunk_grads: list[Tensor], heads: Tensor, amp_scale: float) -> None:
         """ONE backward: the combined gradient into the trunk, the task losses through the heads, scaled for

@@ -134,7 +134,7 @@ def test_explicit_linear_mode_must_see_every_reader_of_the_activation():
     model = ToyMTL()
     wrapper = MultiTaskOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), method=dict(type='Sum'),
                                     shared='trunk', grad_mode='linear', linear_heads=['heads.0', 'heads.1'])
-    with pytest.raises(RuntimeError, match=r"grad_mode='linear'.*\['heads\.0', 'heads\.1'\].*not listed"):
+    with pytest.raises(RuntimeError, match=r"grad_mode='linear'.*\['heads\.0', 'heads\.1'\]"):
         model.train_step(toy_data(), wrapper)
     complete = MultiTaskOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), method=dict(type='Sum'),
                                      shared='trunk', grad_mode='linear', linear_heads=['heads.0', 'heads.1', 'heads.2'])
