@@ -17,7 +17,7 @@ its ``backward`` scales one summed loss, while here the scale enters before the 
 """
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from typing import Any, Mapping
 
 import torch

@@ -55,6 +55,8 @@ from .task_grads import GRAD_MODES, TaskGradients
 from .tasks import TaskSpec, parse_tasks, task_losses  # noqa: F401
 
 _Capture = Captured   # the name the benchmark tools and older tests use
+
+
 @OPTIM_WRAPPERS.register_module()
 class MultiTaskOptimWrapper(OptimWrapper):
     """Optimizer wrapper applying a multitask gradient method (GradDrop, PCGrad, MGDA, ...) at a shared activation.

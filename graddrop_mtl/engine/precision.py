@@ -62,4 +62,3 @@ def fp32_matmul_precision(device_type: str, precision: str | Mapping[str, str] |
         yield
     finally:
         backend.fp32_precision = previous
-
