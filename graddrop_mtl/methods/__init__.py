@@ -13,7 +13,22 @@ gradient sent into the trunk: ``method.combine(grads, activation=A, losses=L, ge
 ``GradNorm``       learnt task weights balancing gradient norms
 ``GradPenalty``    gradient-norm penalty at the shared activation (double backward)
 ``Compose``        a weighting (GradNorm, MGDA) followed by a combiner (GradDrop)
+``CAGrad``         conflict-averse gradient: best worst-task improvement in a ball around the mean gradient
+``NashMTL``        Nash bargaining weights, (G a)_i = 1 / a_i
+``FairGrad``       alpha-fair weights, (G w)_i = w_i^(-1/alpha)
+``IMTLG``          IMTL-G: equal projections of the update onto every task's unit gradient
+``AlignedMTL``     Aligned-MTL: the gradient system's condition number made 1
+``UPGrad``         each gradient projected onto the dual cone of all of them, averaged
+``GradVac``        Gradient Vaccine: pairwise cosines raised to their running targets
+``UW``             uncertainty weighting: learnt log-variances (trainable parameters)
+``IMTLL``          IMTL-L: learnt loss scales (trainable parameters)
+``DWA``            Dynamic Weight Average of the loss descent rates
+``RLW``            Random Loss Weighting: softmax of a normal draw
+``FAMO``           Fast Adaptive Multitask Optimization: logits balancing the log-loss decrease
 =================  ========================================================================================
+
+Loss weightings (:class:`~graddrop_mtl.methods.weighting.LossWeighting`) need only the task losses; Gram-matrix
+methods (:class:`~graddrop_mtl.methods.weighting.GramWeighting`) the per-task gradients' T x T Gram matrix.
 """
 from .base import METHODS, Method, build_method, register_method
 from .gradnorm import GradNorm
@@ -21,6 +36,19 @@ from .graddrop import GradDrop, RandomGradDrop
 from .mgda import MGDA, min_norm_simplex
 from .pcgrad import PCGrad, pcgrad_coefficients
 from .simple import Compose, GradPenalty, Sum
+from .aligned_mtl import AlignedMTL
+from .cagrad import CAGrad
+from .dwa import DWA
+from .famo import FAMO
+from .gradvac import GradVac
+from .imtl import IMTLG, IMTLL
+from .nash_mtl import FairGrad, NashMTL
+from .rlw import RLW
+from .upgrad import UPGrad
+from .uw import UW
+from .weighting import GramWeighting, LossWeighting
 
 __all__ = ['METHODS', 'Method', 'build_method', 'register_method', 'Sum', 'GradDrop', 'RandomGradDrop', 'PCGrad',
-           'MGDA', 'GradNorm', 'GradPenalty', 'Compose', 'min_norm_simplex', 'pcgrad_coefficients']
+           'MGDA', 'GradNorm', 'GradPenalty', 'Compose', 'min_norm_simplex', 'pcgrad_coefficients', 'AlignedMTL',
+           'CAGrad', 'DWA', 'FAMO', 'GradVac', 'IMTLG', 'IMTLL', 'FairGrad', 'NashMTL', 'RLW', 'UPGrad', 'UW',
+           'GramWeighting', 'LossWeighting']

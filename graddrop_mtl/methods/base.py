@@ -70,20 +70,84 @@ def build_method(cfg: 'Method | Mapping[str, Any]') -> 'Method':
     return cls(**cfg)
 
 
+#: ``reducer(t) -> Tensor``: the SUM of ``t`` over all processes (a new tensor, same shape, dtype and device).
+Reducer = Callable[[Tensor], Tensor]
+
+
 class Method:
     """Base class: turns per-task gradients at the shared activation into the one gradient sent into the trunk.
 
     Subclasses implement :meth:`combine`. Methods that re-weight the task losses set :attr:`task_weights` to the
     weights they used in the last call; the task heads then receive the gradient of ``sum_i w_i L_i``.
+
+    The interface the wrapper uses, besides :meth:`combine` / :meth:`combine_blocks`:
+
+    * :attr:`needs_task_grads`: ``False`` when the trunk gradient is the plain sum (no per-task gradients needed);
+    * :attr:`collect_stats`: set by the wrapper before each call; ``False`` lets a method skip the work that only
+      feeds :meth:`last_stats`;
+    * :attr:`create_graph` and :meth:`penalty`: a method with ``create_graph = True`` adds ``penalty(G)`` to the
+      training loss, where ``G`` is the gradient of the summed task loss at the shared activation, taken with its
+      graph (double backward);
+    * :meth:`set_reducer`: under data parallelism, a cross-process sum the method's statistics go through;
+    * :attr:`loss_only` and :meth:`weigh_losses`: weights from the losses alone (no per-task gradients needed);
+    * :meth:`parameters` and :meth:`loss_term`: trainable parameters of the method (UW) and their loss term.
+
+    Several processes (data parallelism). Each process (rank) holds the per-task gradients of its own batch. A
+    method whose weights or state come from statistics of the gradients (GradNorm, MGDA, and the other weightings)
+    sums those statistics over the ranks with the reducer BEFORE computing anything from them, so that every rank
+    computes the same weights and the same state. The convention (:func:`reduce_statistics`):
+
+    * squared norms and Gram-matrix entries are SUMMED over the ranks: they are the statistics of the
+      concatenation of the ranks' gradients along the activation (the gradient of the global batch, as one process
+      holding every rank's activation would see it with each rank's loss as given);
+    * task losses are AVERAGED (summed, divided by the world size): the loss of the global batch when every rank's
+      loss is a mean over an equally sized batch.
+
+    The combined trunk gradient is then formed from each rank's own gradients with those common weights, and the
+    data-parallel wrapper averages it like any gradient. Methods that act on the gradients themselves without
+    state (GradDrop, Random GradDrop, PCGrad) stay local to each rank, as the authors' code runs inside each replica.
     """
 
     #: weights applied to the task losses in the last ``combine`` (``None``: all ones).
     task_weights: Tensor | None = None
-    #: set by methods that need ``create_graph=True`` per-task gradients (gradient penalty).
+    #: set by methods that need ``create_graph=True`` per-task gradients (gradient penalty); see :meth:`penalty`.
     create_graph: bool = False
     #: ``False`` for methods whose trunk gradient is the plain sum (``Sum``): the wrapper then takes one gradient
     #: of the summed loss instead of T per-task gradients, except on the steps where it logs per-task statistics.
     needs_task_grads: bool = True
+    #: whether the next call computes the statistics of :meth:`last_stats` (the wrapper sets it on logging steps).
+    collect_stats: bool = True
+    #: the cross-process sum (see :meth:`set_reducer`); ``None``: one process.
+    reducer: Reducer | None = None
+    #: the weights depend on the task losses only: :meth:`weigh_losses` gives them without per-task gradients
+    #: (the trunk gradient is then the gradient of ``sum_i w_i L_i``).
+    loss_only: bool = False
+
+    def weigh_losses(self, losses: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """For :attr:`loss_only` methods: this step's task weights from the losses alone (state advanced)."""
+        raise NotImplementedError(f'{type(self).__name__} needs per-task gradients (loss_only is False)')
+
+    def parameters(self) -> list[Tensor]:
+        """Trainable parameters of the method (UW's log-variances): the training loop optimises them with the
+        model, backpropagates the weighted loss and :meth:`loss_term` into them, and averages their gradients
+        over the ranks. Default: none."""
+        return []
+
+    def loss_term(self) -> Tensor | None:
+        """A term the training loop adds to the loss (a function of :meth:`parameters`); ``None``: nothing."""
+        return None
+
+    def set_reducer(self, reducer: Reducer | None) -> None:
+        """Use ``reducer(t)``, the sum of ``t`` over all processes (a new tensor of the same shape, dtype and
+        device), for the statistics the weights and the state are computed from; ``None``: one process."""
+        if reducer is not None and not callable(reducer):
+            raise TypeError(f'{type(self).__name__}.set_reducer needs a callable or None, got {reducer!r}')
+        self.reducer = reducer
+
+    def penalty(self, total_grad: Tensor) -> Tensor:
+        """The term added to the training loss when :attr:`create_graph` is set, from the gradient of the summed
+        task loss at the shared activation ``total_grad`` (``[1, *A.shape]``, with its graph)."""
+        raise NotImplementedError(f'{type(self).__name__} sets create_graph but defines no penalty()')
 
     def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
                 generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
@@ -142,6 +206,32 @@ def check_grads(grads: Tensor, problem_dims: int = 0) -> None:
     if grads.dim() < 1 + problem_dims or grads.shape[0] < 1:
         raise ValueError(f'grads must be [T, *activation.shape] with T >= 1 and {problem_dims} problem dims; '
                          f'got shape {tuple(grads.shape)}')
+
+
+def reduce_statistics(reducer: Reducer | None, sums: Sequence[Tensor] = (),
+                      means: Sequence[Tensor] = ()) -> tuple[list[Tensor], list[Tensor]]:
+    """Statistics over all processes, with ONE call of ``reducer`` (see :class:`Method`): every tensor of ``sums``
+    summed over the ranks (squared norms, Gram matrices), every tensor of ``means`` averaged (task losses). The
+    tensors travel as one float64 vector with a trailing 1 whose sum is the world size; each comes back in its own
+    shape and dtype (detached). Without a reducer (one process) the tensors are returned as given."""
+    if reducer is None:
+        return list(sums), list(means)
+    tensors = [*sums, *means]
+    if not tensors:
+        return [], []
+    device = tensors[0].device
+    parts = [t.detach().to(device=device, dtype=torch.float64).reshape(-1) for t in tensors]
+    packed = torch.cat(parts + [torch.ones(1, dtype=torch.float64, device=device)])
+    total = reducer(packed)
+    if not isinstance(total, Tensor) or total.shape != packed.shape:
+        raise ValueError(f'the reducer must return a tensor of the shape it was given, {tuple(packed.shape)}; got '
+                         f'{getattr(total, "shape", type(total).__name__)}')
+    world = total[-1]
+    out = []
+    for k, (t, part) in enumerate(zip(tensors, total[:-1].split([p.numel() for p in parts]))):
+        value = part.reshape(t.shape) if k < len(sums) else part.reshape(t.shape) / world
+        out.append(value.to(device=t.device, dtype=t.dtype))
+    return out[:len(sums)], out[len(sums):]
 
 
 def flat_per_problem(grads: Tensor, problem_dims: int) -> Tensor:
@@ -234,15 +324,68 @@ def sum_and_abs_sum_tasks(x: Tensor, chunk: int = TASK_SUM_CHUNK) -> tuple[Tenso
 def sq_norms(flat: Tensor, chunk: int = 1 << 14) -> Tensor:
     """Squared L2 norms of the rows of ``flat`` ``[T, D]`` in float64: float32 norms over chunks of ``chunk``
     elements (one fast pass; torch's float32 norm of a whole 20M-element row is off by about 1e-3 relative),
-    their squares added in float64."""
+    their squares added in float64. Rows whose float32 squares overflow or underflow (:func:`badly_scaled`) are
+    summed in float64 instead."""
     t, d = flat.shape
-    if flat.dtype == torch.float64 or d <= chunk:
-        return torch.linalg.vector_norm(flat, dim=1).double() ** 2
+    if flat.dtype == torch.float64:
+        return torch.linalg.vector_norm(flat, dim=1) ** 2
+    if d <= chunk:
+        return flat.double().pow(2).sum(1)
     q = d // chunk
-    head = torch.linalg.vector_norm(flat[:, :q * chunk].reshape(t, q, chunk), dim=2).double().pow(2).sum(1)
-    if q * chunk == d:
-        return head
-    return head + torch.linalg.vector_norm(flat[:, q * chunk:], dim=1).double() ** 2
+    out = torch.linalg.vector_norm(flat[:, :q * chunk].reshape(t, q, chunk), dim=2).double().pow(2).sum(1)
+    if q * chunk < d:
+        out = out + torch.linalg.vector_norm(flat[:, q * chunk:], dim=1).double() ** 2
+    if badly_scaled(out, flat):
+        out = float64_sq_norms(flat)
+    return out
+
+
+#: Squares of float32 (or bfloat16) values below ``finfo.tiny * 2**26`` (about 8e-31) lose precision when summed in
+#: that type (subnormal products, absolute error up to 1.4e-45 each); see :func:`badly_scaled`.
+UNDERFLOW_MARGIN = 2.0 ** 26
+#: Columns per float64 chunk in the fallbacks :func:`float64_sq_norms` and :func:`float64_gram`.
+FLOAT64_CHUNK = 1 << 16
+
+
+def badly_scaled(sq: Tensor, flat: Tensor) -> bool:
+    """Whether float64 squared norms ``sq`` (any shape) of the rows of ``flat`` (``[*sq.shape, D]``), made of
+    products in ``flat``'s own precision, may be wrong: not finite (a chunk's sum of squares overflowed, at
+    float32 values from about 1e17 on) or below ``D * finfo.tiny * 2**26`` while the row is not all zeros (the
+    products underflowed, at float32 values of 1e-19 and below). Above that bound the error of the subnormal
+    products is at most about 2e-15 of the norm. The cheap test is on ``sq``; only a row whose squared norm is 0
+    is read again (is it all zeros?)."""
+    if flat.dtype == torch.float64:
+        return False
+    d = flat.shape[-1]
+    sq = sq.detach()
+    low = d * torch.finfo(flat.dtype).tiny * UNDERFLOW_MARGIN
+    bad = ~torch.isfinite(sq) | (sq < low)
+    if not bool(bad.any()):
+        return False
+    if bool((bad & (sq != 0)).any()):
+        return True
+    rows = flat.detach().reshape(-1, d)[bad.reshape(-1)]
+    return bool(rows.any())
+
+
+def float64_sq_norms(flat: Tensor) -> Tensor:
+    """Squared L2 norms of the rows of ``flat`` ``[T, D]``, every product in float64 (exact range for any float32
+    value), :data:`FLOAT64_CHUNK` columns at a time."""
+    out = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
+    for start in range(0, flat.shape[1], FLOAT64_CHUNK):
+        out = out + flat[:, start:start + FLOAT64_CHUNK].double().pow(2).sum(1)
+    return out
+
+
+def float64_gram(flat: Tensor) -> Tensor:
+    """Gram matrices ``[P, T, T]`` of ``flat`` ``[P, T, D]``, every product in float64, :data:`FLOAT64_CHUNK`
+    columns at a time (no float64 copy of the whole stack)."""
+    n_prob, n_tasks, dim = flat.shape
+    gram = torch.zeros(n_prob, n_tasks, n_tasks, dtype=torch.float64, device=flat.device)
+    for start in range(0, dim, FLOAT64_CHUNK):
+        part = flat[..., start:start + FLOAT64_CHUNK].double()
+        gram = gram + torch.bmm(part, part.transpose(1, 2))
+    return gram
 
 
 def gram_matrix(grads: Tensor, problem_dims: int = 0, chunk: int = 1 << 12) -> tuple[Tensor, Tensor]:
@@ -262,6 +405,10 @@ def gram_matrix(grads: Tensor, problem_dims: int = 0, chunk: int = 1 << 12) -> t
     threads as torch uses; :func:`syrk_gram`): it computes one triangle, and at CelebA's ``[40, 262,144]`` it took
     8.8 ms against 10.8 ms for the batched product and 10.7 ms for one float32 ``mm`` (2026-12-04; at 16 tasks it
     was 1.23x slower, at 24 0.88x, at 32 1.07x, at 80 0.78x).
+
+    Products in float32 overflow from values of about 1e17 on and underflow below about 1e-19; when the diagonal
+    shows either (:func:`badly_scaled`, a test on the ``T`` diagonal entries), the Gram matrix is computed again
+    with float64 products (:func:`float64_gram`), which hold every float32 value's square.
     """
     flat = flat_per_problem(grads, problem_dims)
     if flat.dtype == torch.float64 or flat.shape[-1] <= chunk:
@@ -272,6 +419,8 @@ def gram_matrix(grads: Tensor, problem_dims: int = 0, chunk: int = 1 << 12) -> t
         gram = syrk_gram(flat, SYRK_CHUNK, _numpy_blas())
     else:
         gram = torch.stack([chunked_gram(m, chunk) for m in flat.unbind(0)])
+    if badly_scaled(gram.diagonal(dim1=1, dim2=2), flat):
+        gram = float64_gram(flat)
     return flat, symmetrized(gram)
 
 
@@ -310,10 +459,11 @@ def syrk_gram(flat: Tensor, chunk: int, blas: Any) -> Tensor:
         blas.set_num_threads(threads)
     try:
         arr = flat.detach().numpy()            # a view: rows of stride D (or more), unit-stride columns
-        for p in range(n_prob):
-            for start in range(0, dim, chunk):
-                part = arr[p, :, start:start + chunk]
-                gram[p] += part @ part.T       # numpy calls syrk for a product with its own transpose
+        with np.errstate(over='ignore', invalid='ignore'):   # an overflow shows in the result (badly_scaled)
+            for p in range(n_prob):
+                for start in range(0, dim, chunk):
+                    part = arr[p, :, start:start + chunk]
+                    gram[p] += part @ part.T   # numpy calls syrk for a product with its own transpose
     finally:
         if previous != threads:
             blas.set_num_threads(previous)
@@ -363,6 +513,11 @@ def per_problem_draws(shape: tuple[int, ...], generator, draw: Callable[[tuple[i
             raise ValueError(f'{len(generator)} generators given for {shape[0]} problems')
         return torch.stack([draw(tuple(shape[1:]), g) for g in generator])
     return draw(tuple(shape), generator)
+
+
+def generator_device(generator: torch.Generator | None) -> torch.device:
+    """Where ``generator`` draws (the CPU for ``None``, the global CPU stream)."""
+    return generator.device if isinstance(generator, torch.Generator) else torch.device('cpu')
 
 
 def uniform(shape: tuple[int, ...], generator, *, device: torch.device, dtype: torch.dtype) -> Tensor:

@@ -36,6 +36,9 @@ class GradDrop(Method):
     On the CPU, in float32 and without leaks (outside the batch-separated variant), the rule runs as one compiled
     pass over the stack (:mod:`~graddrop_mtl.methods.graddrop_kernel`), with the same values.
 
+    Non-finite inputs: an element where a task's gradient is NaN or infinite gives a non-finite result (NaN, or
+    inf where that sign is kept), as in every other method (the wrapper skips such steps); it is never dropped.
+
     Ties: an element where a task's gradient (or :math:`H_i`) is exactly zero is *dropped* for that task, as in the
     paper's formula (``keep_zero=False``). Outside the batch-separated variant this changes nothing (the dropped
     value is 0). In the batch-separated variant ``keep_zero=True`` keeps such per-example gradients, as the authors'
@@ -227,7 +230,10 @@ class GradDrop(Method):
         elif self.fair_coin:   # one side always survives
             out = torch.where(keep_pos, pos_mass, neg_mass)
         else:
-            out = torch.where(keep_pos, pos_mass, torch.where(keep_neg, neg_mass, torch.zeros_like(pos_mass)))
+            # where neither sign survives (f(P) == U, or P is NaN because an element is not finite): 0 for a finite
+            # element, NaN for a non-finite one (total - total), so that NaN and inf inputs propagate as in the
+            # other methods instead of being dropped
+            out = torch.where(keep_pos, pos_mass, torch.where(keep_neg, neg_mass, total - total))
         if not stats:
             return out, None
         survivor = keep_pos.to(grads.dtype) - keep_neg.to(grads.dtype)
@@ -335,6 +341,7 @@ def _add_stats(total: dict[str, Tensor] | None, part: dict[str, Tensor] | None, 
 def _finish_stats(part: dict[str, Tensor], n_elements: int) -> dict[str, float]:
     """Logged statistics: mean |P - 1/2| and the conflict fraction over the elements, kept fraction per task."""
     kept = (part['kept'].double() / part['nonzero'].clamp_min(1).double()).tolist()
+    n_elements = max(n_elements, 1)      # an empty activation: sums of 0 over 0 elements, reported as 0
     return {'sign_purity': float(part['purity']) / n_elements,
             'conflict_frac': float(part['conflicts']) / n_elements,
             **{f'kept_frac_{i}': float(v) for i, v in enumerate(kept)}}

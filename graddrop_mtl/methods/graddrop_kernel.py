@@ -97,8 +97,9 @@ def _compile() -> Any:
                     survivor[j] = np.float32(f > u[s0 + j]) - np.float32(f < u[s0 + j])
             for j in range(w):
                 s = survivor[j]
+                # neither sign survives: 0, or NaN for a non-finite element (as the PyTorch path: total - total)
                 out[s0 + j] = half * (total[j] + mass[j]) if s > zero else (
-                    half * (total[j] - mass[j]) if s < zero else zero)
+                    half * (total[j] - mass[j]) if s < zero else total[j] - total[j])
             if stats:
                 for t in range(n_tasks):
                     agree = np.int32(0)

@@ -6,7 +6,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from .base import Method, check_grads, flat_per_problem, register_method, sum_tasks, weights_view
+from .base import (Method, check_grads, flat_per_problem, reduce_statistics, register_method, sq_norms, sum_tasks,
+                   weights_view)
 from .blocks import TaskBlocks
 
 
@@ -33,6 +34,11 @@ class GradNorm(Method):
     The current weights are used for this step (:attr:`task_weights`; the trunk receives
     :math:`\sum_i w_i \nabla_A L_i`), then updated for the next one. :math:`L_i(0)` are the losses of the first
     call. Both are part of the state (checkpointed by the wrapper).
+
+    Several processes (:meth:`~graddrop_mtl.methods.Method.set_reducer`): the squared norms
+    :math:`\lVert \nabla_A L_i \rVert^2` are summed over the ranks (the norms of the concatenated gradients) and
+    the losses averaged, before anything is computed from them: every rank holds the same weights and the same
+    :math:`L_i(0)`.
 
     Args:
         alpha: the asymmetry :math:`\alpha` (1.5 is typical).
@@ -62,8 +68,10 @@ class GradNorm(Method):
               generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
         check_grads(grads, problem_dims)
         shape = grads.shape[:1 + problem_dims]
-        raw_norms = flat_per_problem(grads, problem_dims).norm(dim=-1).t().reshape(shape)  # |grad_A L_i|
-        return self._step(raw_norms, losses)
+        flat = flat_per_problem(grads.detach(), problem_dims)                   # [P, T, D]
+        n_prob, n_tasks, dim = flat.shape
+        sq = sq_norms(flat.reshape(n_prob * n_tasks, dim)).reshape(n_prob, n_tasks).t().reshape(shape)
+        return self._step(sq, losses, grads.dtype)
 
     def combine_blocks(self, blocks: TaskBlocks, *, activation: Tensor | None = None, losses: Tensor | None = None,
                        generator: torch.Generator | None = None) -> Tensor:
@@ -71,15 +79,18 @@ class GradNorm(Method):
 
     def weigh_blocks(self, blocks: TaskBlocks, *, activation: Tensor | None = None, losses: Tensor | None = None,
                      generator: torch.Generator | None = None) -> Tensor:
-        return self._step(blocks.sq_norms().sqrt().to(blocks.dtype), losses)
+        return self._step(blocks.sq_norms(), losses, blocks.dtype)
 
-    def _step(self, raw_norms: Tensor, losses: Tensor | None) -> Tensor:
+    def _step(self, sq: Tensor, losses: Tensor | None, dtype: torch.dtype) -> Tensor:
         """This step's weights ``[T, *problem]`` (set as :attr:`task_weights`), then the update for the next one,
-        from the norms of the unweighted task gradients ``raw_norms``."""
+        from the squared norms of the unweighted task gradients ``sq`` (float64), summed over the processes, and
+        the losses, averaged over them (with a reducer)."""
         if losses is None:
             raise ValueError('GradNorm needs the task losses (losses=...)')
-        shape = raw_norms.shape
-        losses = losses.detach().reshape(shape).to(raw_norms.dtype)
+        shape = sq.shape
+        (sq,), (losses,) = reduce_statistics(self.reducer, [sq], [losses.detach().reshape(shape)])
+        raw_norms = sq.sqrt().to(dtype)                                          # |grad_A L_i|
+        losses = losses.to(dtype)
         if self.weights is None or self.weights.shape != shape:
             if self.weights is not None:
                 raise ValueError(f'GradNorm was set up for weights of shape {tuple(self.weights.shape)} '

@@ -5,7 +5,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import Method, check_grads, combine_with_coefficients, gram_matrix, register_method
+from .base import (Method, check_grads, combine_with_coefficients, flat_per_problem, gram_matrix, reduce_statistics,
+                   register_method)
 from .blocks import TaskBlocks
 
 NORMALIZATIONS = ('none', 'l2', 'loss', 'loss+')
@@ -29,6 +30,17 @@ class MGDA(Method):
     :math:`\lVert \alpha - \Pi_\Delta(\alpha - M\alpha) \rVert_\infty` (Gram matrix scaled to unit mean diagonal),
     reported as ``kkt_residual`` in :meth:`last_stats`.
     The paper's appendix needed a 100x lower learning rate for MGDA on CelebA.
+
+    Ties: tasks whose scaled gradients :math:`\hat g_i` coincide (e.g. parallel gradients under ``'l2'``) are one
+    point of the hull; they are solved as one task and share its weight equally, so that the weights do not depend
+    on the order of the tasks (permuting the tasks permutes :math:`\alpha`).
+
+    Several processes (:meth:`~graddrop_mtl.methods.Method.set_reducer`): the Gram matrix is summed over the ranks
+    (the Gram matrix of the concatenated gradients) and the losses averaged before the normalisation and the
+    solve, so every rank uses the same :math:`\alpha`.
+
+    Inputs that require grad are accepted: :math:`\alpha` is computed from their values (a constant), the result
+    :math:`\sum_i \alpha_i g_i` keeps the graph of the :math:`g_i`.
     """
 
     def __init__(self, normalization: str = 'none', tol: float = 1e-6, max_iter: int = 2000) -> None:
@@ -55,8 +67,10 @@ class MGDA(Method):
     def _flat_and_alpha(self, grads: Tensor, losses: Tensor | None, problem_dims: int) -> tuple[Tensor, Tensor]:
         """The flattened gradients ``[P, T, D]`` and the min-norm weights ``[P, T]`` (set as :attr:`task_weights`)."""
         check_grads(grads, problem_dims)
-        flat, gram = gram_matrix(grads, problem_dims)           # [P, T, D], [P, T, T]
-        alpha = self._alpha(gram, losses, flat[..., 0] if flat.shape[-1] == 1 else None)
+        _, gram = gram_matrix(grads.detach(), problem_dims)     # [P, T, T]
+        flat = flat_per_problem(grads, problem_dims)            # [P, T, D]
+        scalar = flat.detach()[..., 0] if flat.shape[-1] == 1 and self.reducer is None else None
+        alpha = self._alpha(gram, losses, scalar)
         self.task_weights = alpha.t().reshape(grads.shape[:1 + problem_dims]).to(grads.dtype)
         return flat, alpha
 
@@ -77,7 +91,12 @@ class MGDA(Method):
 
     def _alpha(self, gram: Tensor, losses: Tensor | None, scalar_grads: Tensor | None) -> Tensor:
         """Min-norm weights ``[P, T]`` from the Gram matrices ``[P, T, T]`` (``scalar_grads [P, T]``: the
-        gradients themselves when they are one-dimensional, solved in closed form)."""
+        gradients themselves when they are one-dimensional, solved in closed form). With a reducer, the Gram
+        matrices are summed and the losses averaged over the processes first."""
+        if self.reducer is not None:
+            uses_losses = self.normalization in ('loss', 'loss+') and losses is not None
+            (gram,), means = reduce_statistics(self.reducer, [gram], [losses.detach()] if uses_losses else [])
+            losses = means[0] if uses_losses else losses
         scale = self._normalizers(gram, losses, gram.shape[1])   # [P, T]
         norm_gram = gram / (scale[:, :, None] * scale[:, None, :])
         if scalar_grads is not None:
@@ -105,19 +124,16 @@ class MGDA(Method):
 
 def _min_norm_1d(g: Tensor) -> Tensor:
     """Closed form for scalar gradients ``g`` [P, T]: zero is in the hull when signs differ (mix the largest
-    positive and the most negative gradient to cancel), otherwise the vertex of smallest magnitude."""
-    n_prob, t = g.shape
-    rows = torch.arange(n_prob, device=g.device)
-    alpha = torch.zeros_like(g)
-    i_pos, i_neg = g.argmax(-1), g.argmin(-1)
-    gp, gn = g[rows, i_pos], g[rows, i_neg]
+    positive and the most negative gradient to cancel), otherwise the vertex of smallest magnitude. Tied tasks
+    (several holding the largest, the most negative or the smallest value) share the weight equally."""
+    gp, gn = g.amax(-1, keepdim=True), g.amin(-1, keepdim=True)
     mixed = (gp > 0) & (gn < 0)
     w_pos = torch.where(mixed, -gn / (gp - gn).clamp_min(1e-300), torch.zeros_like(gp))
-    alpha[rows, i_pos] += w_pos
-    alpha[rows, i_neg] += torch.where(mixed, 1 - w_pos, torch.zeros_like(gp))
-    i_min = g.abs().argmin(-1)
-    alpha[rows, i_min] += torch.where(mixed, torch.zeros_like(gp), torch.ones_like(gp))
-    return alpha
+    at_pos, at_neg = (g == gp).to(g.dtype), (g == gn).to(g.dtype)
+    at_min = (g.abs() == g.abs().amin(-1, keepdim=True)).to(g.dtype)
+    return torch.where(mixed, w_pos * at_pos / at_pos.sum(-1, keepdim=True)
+                       + (1 - w_pos) * at_neg / at_neg.sum(-1, keepdim=True),
+                       at_min / at_min.sum(-1, keepdim=True))
 
 
 def _project_simplex(v: Tensor) -> Tensor:
@@ -149,6 +165,13 @@ def min_norm_simplex(gram: Tensor, tol: float = 1e-6, max_iter: int = 2000) -> t
         return ones, torch.zeros(n_prob, dtype=gram.dtype, device=gram.device)
     diag_mean = gram.diagonal(dim1=1, dim2=2).mean(-1)
     m = gram / torch.where(diag_mean > 0, diag_mean, torch.ones_like(diag_mean))[:, None, None]
+    diag = m.diagonal(dim1=1, dim2=2)
+    same = (diag[:, :, None] + diag[:, None, :] - 2 * m) <= DUPLICATE_TOL * (diag[:, :, None] + diag[:, None, :])
+    has_duplicates = same.sum((1, 2)) > t                           # more than the diagonal
+    if bool(has_duplicates.any()):
+        alpha = torch.stack([_merged_min_norm(m[p], tol, max_iter) if has_duplicates[p] else
+                             min_norm_simplex(m[p:p + 1], tol, max_iter)[0][0] for p in range(n_prob)])
+        return alpha, kkt_residual(m, alpha)
     if t == 2:
         g11, g12, g22 = m[:, 0, 0], m[:, 0, 1], m[:, 1, 1]
         denom = g11 + g22 - 2 * g12
@@ -160,6 +183,32 @@ def min_norm_simplex(gram: Tensor, tol: float = 1e-6, max_iter: int = 2000) -> t
     alpha = torch.from_numpy(np.stack([_min_norm_np(m_np[p], tol, max_iter) for p in range(n_prob)]))
     alpha = alpha.to(device=gram.device, dtype=gram.dtype)
     return alpha, kkt_residual(m, alpha)
+
+
+#: Two tasks are one point of the hull when ``|g_i - g_j|^2 <= DUPLICATE_TOL * (|g_i|^2 + |g_j|^2)`` (equal up to
+#: the rounding of float64 products); :func:`min_norm_simplex` then solves them as one and splits the weight.
+DUPLICATE_TOL = 1e-10
+
+
+def _merged_min_norm(m: Tensor, tol: float, max_iter: int) -> Tensor:
+    """:func:`min_norm_simplex` for one Gram matrix ``m [T, T]`` with coinciding points: each group of coinciding
+    tasks (connected by the duplicate test) is solved as its first task, and its weight split equally over the
+    group. The groups do not depend on the order of the tasks, so neither do the weights."""
+    t = m.shape[0]
+    diag = m.diagonal()
+    same = ((diag[:, None] + diag[None, :] - 2 * m) <= DUPLICATE_TOL * (diag[:, None] + diag[None, :])).cpu().numpy()
+    group = list(range(t))
+    for i in range(t):                      # connected components (labels: the smallest index of the group)
+        for j in range(i + 1, t):
+            if same[i, j]:
+                a, b = group[i], group[j]
+                lo, hi = min(a, b), max(a, b)
+                group = [lo if x == hi else x for x in group]
+    reps = sorted(set(group))
+    sub, _ = min_norm_simplex(m[reps][:, reps][None], tol, max_iter)
+    sizes = torch.tensor([group.count(r) for r in reps], dtype=m.dtype, device=m.device)
+    share = sub[0] / sizes
+    return share[torch.tensor([reps.index(x) for x in group], device=m.device)]
 
 
 #: Newton steps :func:`_active_set_min_norm` may take before :func:`_min_norm_np` falls back to Wolfe's algorithm.

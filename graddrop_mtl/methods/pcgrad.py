@@ -5,7 +5,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import Method, check_grads, combine_with_coefficients, gram_matrix, register_method, uniform
+from .base import (Method, check_grads, combine_with_coefficients, flat_per_problem, gram_matrix, register_method,
+                   uniform)
 from .blocks import TaskBlocks
 
 
@@ -23,6 +24,16 @@ class PCGrad(Method):
 
     Every projected gradient stays a linear combination of the originals, so the whole procedure runs on the
     :math:`T \times T` Gram matrix and touches the D-dimensional gradients twice (Gram matrix, final sum).
+
+    Zero-norm guard: the iterative variant skips a projection onto a projected gradient whose squared norm is below
+    ``1e-12`` of the largest task's (rounding noise of a gradient that the projections cancelled). Plain PCGrad has
+    no such guard: its :math:`\lVert g_j \rVert^2` is an original norm, however small, and the projection is
+    made exactly as published (:math:`g_1 = (1, 0)`, :math:`g_2 = (-10^{-7}, 10^{-7})` give
+    :math:`(0.5, 0.5000001)`).
+
+    Under data parallelism PCGrad acts on each rank's own gradients with its own random orders (stateless, like
+    GradDrop; see :class:`~graddrop_mtl.methods.Method`). Inputs that require grad are accepted: the projection
+    coefficients come from their values, the result keeps their graph.
     """
 
     def __init__(self, iterative: bool = False) -> None:
@@ -35,8 +46,9 @@ class PCGrad(Method):
     def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
                 generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
         check_grads(grads, problem_dims)
-        flat, gram = gram_matrix(grads, problem_dims)
-        return combine_with_coefficients(flat, self._coefficients(gram, generator), grads)
+        _, gram = gram_matrix(grads.detach(), problem_dims)
+        return combine_with_coefficients(flat_per_problem(grads, problem_dims), self._coefficients(gram, generator),
+                                         grads)
 
     def combine_blocks(self, blocks: TaskBlocks, *, activation: Tensor | None = None, losses: Tensor | None = None,
                        generator: torch.Generator | None = None) -> Tensor:
@@ -58,9 +70,13 @@ def pcgrad_coefficients(gram: Tensor, *, iterative: bool = False,
     if n_tasks < 2:
         return coef
     rows = torch.arange(n_prob, device=gram.device)
-    # A projected gradient whose squared norm is this small relative to the largest task's is zero up to rounding:
-    # projecting onto it would divide rounding noise by rounding noise (in coefficient space that blows up).
-    tiny = 1e-12 * gram.diagonal(dim1=1, dim2=2).amax(-1).clamp_min(1e-300)
+    # Iterative variant: a projected gradient whose squared norm is this small relative to the largest task's is
+    # zero up to rounding: projecting onto it would divide rounding noise by rounding noise (in coefficient space
+    # that blows up). Plain PCGrad projects onto original gradients only: any positive norm is a real one.
+    if iterative:
+        tiny = 1e-12 * gram.diagonal(dim1=1, dim2=2).amax(-1).clamp_min(1e-300)
+    else:
+        tiny = torch.zeros(n_prob, dtype=gram.dtype, device=gram.device)
     # A random order of the other tasks for every (problem, task); for the iterative variant also a random order
     # in which the tasks are processed.
     others = uniform((n_prob, n_tasks, n_tasks), generator, device=gram.device, dtype=torch.float32)
@@ -74,8 +90,9 @@ def pcgrad_coefficients(gram: Tensor, *, iterative: bool = False,
         # A few problems: the T (T - 1) sequential projections on T x T floats run far faster in NumPy than as
         # torch ops (about 5 us of dispatch each); many problems (the sine replicas): vectorised over them below.
         g, o, out, t = (x.cpu().numpy() for x in (gram.double(), order_others, outer, tiny))
-        return torch.from_numpy(np.stack([_project_np(g[p], o[p], out[p], float(t[p]), iterative)
-                                          for p in range(n_prob)])).to(gram.dtype)
+        with np.errstate(invalid='ignore', over='ignore'):   # non-finite gradients give non-finite coefficients
+            coef = np.stack([_project_np(g[p], o[p], out[p], float(t[p]), iterative) for p in range(n_prob)])
+        return torch.from_numpy(coef).to(gram.dtype)
     for step in range(n_tasks):
         i = outer[:, step]
         for s in range(n_tasks - 1):

@@ -66,6 +66,8 @@ class Compose(Method):
     the weighted gradients :math:`w_i G_i`. The heads receive :math:`\nabla \sum_i w_i L_i`.
 
     Config: ``dict(type='Compose', weighting=dict(type='GradNorm'), then=dict(type='GradDrop'))``.
+
+    :meth:`set_reducer`, :attr:`collect_stats`, :attr:`create_graph` and :meth:`penalty` reach both parts.
     """
 
     def __init__(self, weighting: Method | Mapping[str, Any], then: Method | Mapping[str, Any]) -> None:
@@ -77,13 +79,28 @@ class Compose(Method):
 
     @property
     def collect_stats(self) -> bool:
-        return getattr(self.then, 'collect_stats', False)
+        return self.weighting.collect_stats or self.then.collect_stats
 
     @collect_stats.setter
     def collect_stats(self, value: bool) -> None:
-        for m in (self.weighting, self.then):
-            if hasattr(m, 'collect_stats'):
-                m.collect_stats = value
+        self.weighting.collect_stats = value
+        self.then.collect_stats = value
+
+    def set_reducer(self, reducer) -> None:
+        super().set_reducer(reducer)
+        self.weighting.set_reducer(reducer)
+        self.then.set_reducer(reducer)
+
+    @property
+    def create_graph(self) -> bool:
+        return self.weighting.create_graph or self.then.create_graph
+
+    def penalty(self, total_grad: Tensor) -> Tensor:
+        """The sum of the penalties of the parts that set :attr:`create_graph`."""
+        parts = [m.penalty(total_grad) for m in (self.weighting, self.then) if m.create_graph]
+        if not parts:
+            return super().penalty(total_grad)
+        return sum(parts[1:], parts[0])
 
     def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
                 generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
@@ -119,5 +136,8 @@ class Compose(Method):
         return {'weighting': self.weighting.state_dict(), 'then': self.then.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        unknown = set(state) - {'weighting', 'then'}
+        if unknown:
+            raise KeyError(f'Compose state has unknown keys {sorted(unknown)}; expected [\'weighting\', \'then\']')
         self.weighting.load_state_dict(state.get('weighting', {}))
         self.then.load_state_dict(state.get('then', {}))

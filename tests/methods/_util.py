@@ -101,3 +101,67 @@ def pcgrad_orders(seed: int, n_tasks: int, iterative: bool) -> tuple[list[list[i
     outer = torch.rand((1, n_tasks), generator=g, dtype=torch.float32).argsort(-1)[0].tolist() if iterative \
         else list(range(n_tasks))
     return order, outer
+
+
+# -- shared property checks --------------------------------------------------------------------------------------
+#: Scales the property checks multiply the gradients by: zero, the tiny values where float32 products underflow
+#: (squares below 1e-38), the ordinary range, and the large values where they overflow (squares above 3e38).
+SCALES = (0.0, 1e-30, 1e-22, 1e-15, 1.0, 1e15, 1e18, 1e20)
+
+
+def check_scaled_inputs(make, grads: torch.Tensor, *, seed: int = 0, scales=SCALES, rtol: float = 1e-5,
+                        **kwargs) -> None:
+    """A positively homogeneous method (``combine(c g) = c combine(g)`` for ``c >= 0``: Sum, GradDrop, PCGrad, MGDA
+    with 'none' or 'l2', ...) gives, on ``c * grads``, ``c`` times its result on ``grads``, to ``rtol`` of the
+    largest element, with the same random draws (``gen(seed)``), and task weights that do not depend on ``c``
+    (``c > 0``). ``make()`` builds a fresh method; ``kwargs`` go to ``combine``."""
+    ref_method = make()
+    ref = ref_method.combine(grads, generator=gen(seed), **kwargs).double()
+    ref_weights = ref_method.task_weights
+    for c in scales:
+        method = make()
+        out = method.combine(grads * c, generator=gen(seed), **kwargs)
+        assert out.shape == ref.shape and out.dtype == grads.dtype, c
+        assert bool(torch.isfinite(out).all()), f'{method!r}: non-finite result at scale {c:g}'
+        if c == 0:
+            assert bool((out == 0).all()), f'{method!r}: non-zero result for zero gradients'
+            continue
+        err = float((out.double() / c - ref).abs().max())
+        assert err <= rtol * max(float(ref.abs().max()), 1e-300), f'{method!r} at scale {c:g}: error {err:.3g}'
+        if ref_weights is not None:
+            torch.testing.assert_close(method.task_weights.double(), ref_weights.double(), rtol=rtol, atol=rtol,
+                                       msg=f'{method!r}: task weights change at scale {c:g}')
+
+
+class ThreadAllReduce:
+    """A fake all-reduce for methods run by several threads, one per simulated rank: ``reducer(rank)`` returns the
+    function that rank's method uses; every call blocks until each rank has made its call, then returns the sum of
+    their tensors added in rank order (the same tensor on every rank)."""
+
+    def __init__(self, world_size: int) -> None:
+        import threading
+        self.world_size = world_size
+        self.barrier = threading.Barrier(world_size, timeout=60)
+        self.slots: list[torch.Tensor | None] = [None] * world_size
+        self.calls = 0
+
+    def reducer(self, rank: int):
+        def reduce(t: torch.Tensor) -> torch.Tensor:
+            self.slots[rank] = t.clone()
+            self.barrier.wait()
+            total = self.slots[0].clone()
+            for other in self.slots[1:]:
+                total += other
+            if rank == 0:
+                self.calls += 1
+            self.barrier.wait()
+            return total
+        return reduce
+
+
+def run_ranks(world_size: int, fn) -> list:
+    """``fn(rank)`` in one thread per rank; the results in rank order (an exception in a rank is raised)."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(world_size) as pool:
+        futures = [pool.submit(fn, r) for r in range(world_size)]
+        return [f.result() for f in futures]

@@ -2,8 +2,10 @@
 
 Every implementation gets the same stacked per-task gradients at a shared activation, ``grads [T, *A.shape]``:
 
-* ours: ``graddrop_mtl.methods`` on the native shape (``GradDrop``, ``RandomGradDrop``, ``PCGrad``, ``MGDA``),
-  statistics collection off (the wrapper collects them only every ``stats_interval`` steps);
+* ours: ``graddrop_mtl.methods`` on the native shape (``GradDrop``, ``RandomGradDrop``, ``PCGrad``, ``MGDA`` and
+  issue 23's methods: CAGrad, NashMTL, FairGrad, IMTLG, AlignedMTL, UPGrad, GradVac, UW, DWA, RLW, FAMO),
+  statistics collection off (the wrapper collects them only every ``stats_interval`` steps); ``--methods`` picks
+  rows;
 * TorchJD (``torchjd.aggregation``): aggregators work on a ``[T, D]`` matrix, so they get the flattened view
   ``grads.reshape(T, -1)`` (a view, no copy). ``GradDrop()``; RandomGradDrop is ``GradDrop(f=lambda P: 1/2)``;
   ``PCGrad()``; ``MGDA()`` (its Frank-Wolfe solver, default ``epsilon=1e-3, max_iters=100``), and also with
@@ -191,7 +193,44 @@ def mgda_residual(gram: Tensor, alpha: Tensor) -> float:
     return float(kkt_residual(m[None], alpha.double().reshape(1, -1))[0])
 
 
-def benchmark_shape(name: str, shape: tuple[int, ...], tjd, libmtl, repeats: int, check: bool) -> list[Row]:
+def torchjd_peer(factory: Callable[[], Callable], flat: Tensor) -> Callable[[], object] | None:
+    """``aggregator(flat)`` for a TorchJD aggregator built by ``factory``; None when it cannot be built here (its
+    optional solver, cvxpy or quadprog, is not installed)."""
+    try:
+        aggregator = factory()
+    except ImportError as exc:
+        print(f'[torchjd] {exc}', file=sys.stderr)
+        return None
+    return lambda: aggregator(flat)
+
+
+def new_method_specs(ours: Callable, tjd, flat: Tensor) -> list[tuple[str, Callable, dict[str, Callable | None]]]:
+    """Issue 23's methods: the Gram-matrix methods against TorchJD's aggregators of the same name (default
+    hyperparameters on both sides, ours set to the same ones where the defaults differ), the loss weightings
+    (no peer here: LibMTL's need its trainer)."""
+    from graddrop_mtl.methods import (CAGrad, DWA, FAMO, IMTLG, RLW, UW, AlignedMTL, FairGrad, GradVac, NashMTL,
+                                      UPGrad)
+    n_tasks = flat.shape[0]
+    specs: list[tuple[str, Callable, dict[str, Callable | None]]] = []
+    gram_methods = [
+        ('CAGrad', CAGrad(c=0.5, rescale=0), lambda: tjd.CAGrad(c=0.5)),
+        ('NashMTL', NashMTL(), lambda: tjd.NashMTL(n_tasks=n_tasks)),
+        ('FairGrad', FairGrad(alpha=1.0), lambda: tjd.FairGrad(alpha=1.0)),
+        ('IMTLG', IMTLG(), lambda: tjd.IMTLG()),
+        ('AlignedMTL', AlignedMTL(), lambda: tjd.AlignedMTL()),
+        ('UPGrad', UPGrad(), lambda: tjd.UPGrad()),
+        ('GradVac', GradVac(beta=0.5), lambda: tjd.GradVac(beta=0.5)),
+    ]
+    for name, method, factory in gram_methods:
+        specs.append((name, ours(method), {'torchjd': torchjd_peer(factory, flat) if tjd else None,
+                                           'libmtl': None}))
+    for name, method in [('UW', UW()), ('DWA', DWA()), ('RLW', RLW()), ('FAMO', FAMO())]:
+        specs.append((name, ours(method), {'torchjd': None, 'libmtl': None}))
+    return specs
+
+
+def benchmark_shape(name: str, shape: tuple[int, ...], tjd, libmtl, repeats: int, check: bool,
+                    methods: list[str] | None = None) -> list[Row]:
     from graddrop_mtl.methods import MGDA, GradDrop, PCGrad, RandomGradDrop
 
     grads, activation, losses = make_inputs(shape, seed=0)
@@ -202,8 +241,7 @@ def benchmark_shape(name: str, shape: tuple[int, ...], tjd, libmtl, repeats: int
     torch.manual_seed(1)                                  # the peers draw from the global RNG
 
     def ours(method):
-        if hasattr(method, 'collect_stats'):
-            method.collect_stats = False
+        method.collect_stats = False
         return lambda **kw: method.combine(grads, activation=activation, losses=losses, generator=generator, **kw)
 
     loss_list = [l.clone() for l in losses]
@@ -234,6 +272,9 @@ def benchmark_shape(name: str, shape: tuple[int, ...], tjd, libmtl, repeats: int
             'libmtl': (lambda m=libmtl_flat_method(libmtl['MGDA'], flat): m.backward(loss_list, mgda_gn='none'))
             if libmtl else None}),
     ]
+    specs += new_method_specs(ours, tjd, flat)
+    if methods:
+        specs = [spec for spec in specs if spec[0] in methods]
     for method, ours_fn, peers in specs:
         row = Row(method, label)
         timed = time_calls({'ours': ours_fn, **{peer: fn for peer, fn in peers.items() if fn is not None}}, repeats)
@@ -360,6 +401,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--repeats', type=int, default=3, help='timed calls per cell (the best is reported)')
     parser.add_argument('--threads', type=int, default=1,
                         help='torch intra-op threads (default 1: steadier timings on a shared machine)')
+    parser.add_argument('--methods', nargs='+', default=None,
+                        help='only these rows (e.g. IMTLG UPGrad); default: every method')
     parser.add_argument('--check', action='store_true', help='also report the MGDA solutions\' KKT residuals')
     parser.add_argument('--gram', action='store_true',
                         help='only time the Gram matrix (ours, one float32 mm, numpy syrk) and our MGDA solver')
@@ -390,7 +433,7 @@ def main(argv: list[str] | None = None) -> None:
     peers = ['torchjd', 'libmtl', 'torchjd 1e-6']
     rows: list[Row] = []
     for name, shape in shapes.items():
-        rows += benchmark_shape(name, shape, tjd, libmtl, args.repeats, args.check)
+        rows += benchmark_shape(name, shape, tjd, libmtl, args.repeats, args.check, args.methods)
     versions = [f'torch {torch.__version__}', f'{args.threads} thread(s)']
     if tjd is not None:
         versions.append(f'torchjd {importlib.metadata.version("torchjd")}')
