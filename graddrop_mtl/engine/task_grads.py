@@ -121,12 +121,13 @@ class TaskGradients:
     # ------------------------------------------------------------------------------------------------ set-up
     def hook_targets(self, model: nn.Module, listed: Sequence[nn.Module]) -> list[nn.Module]:
         """The layers whose calls on the shared activation the wrapper records (``head_calls``): the listed
-        ``linear_heads``, or, without them and in ``'auto'`` mode, every linear layer of ``model`` (the ones that
-        read the activation itself are the candidates). Also remembers the modules' names for messages."""
+        ``linear_heads``, or, without them, every linear layer of ``model`` in ``'auto'`` mode (the ones that read
+        the activation itself are the candidates) and in ``'linear'`` mode (which ``'auto'`` chose on the layers it
+        found, restored from a checkpoint). Also remembers the modules' names for messages."""
         self._names = {m: name for name, m in model.named_modules()}
         if listed:
             return list(listed)
-        if self.mode != 'auto':
+        if self.mode not in ('auto', 'linear'):
             return []
         return [m for m in model.modules() if isinstance(m, LINEAR_TYPES)]
 

@@ -246,3 +246,23 @@ def test_the_row_check_sees_a_wrong_block(small_threshold):
     assert check_blocks_at_rows(blocks, grads_out, cap.head_calls) is None
     blocks.patch[-1] *= 1.01                       # a wrong value at the rows of a sparse task
     assert 'task 3 differs' in check_blocks_at_rows(blocks, grads_out, cap.head_calls)
+
+
+def test_a_resumed_run_keeps_the_found_layers(small_threshold):
+    """'auto' chose 'linear' on layers it found (no linear_heads); the checkpoint keeps grad_mode='linear' and a
+    resumed run records the same layers and continues as the uninterrupted one."""
+    torch.manual_seed(0)
+    a = ToyConvMTL()
+    b = copy.deepcopy(a)
+    wa = wrap(a)
+    a.train_step(toy_conv_data(seed=0), wa)
+    assert wa.grad_mode == 'linear'
+    b.load_state_dict(a.state_dict())
+    wb = wrap(b)
+    wb.load_state_dict(wa.state_dict())
+    assert wb.grad_mode == 'linear'
+    for step in (1, 2):
+        a.train_step(toy_conv_data(seed=step), wa)
+        b.train_step(toy_conv_data(seed=step), wb)
+    for x, y in zip(a.parameters(), b.parameters()):
+        assert torch.equal(x, y)
