@@ -197,13 +197,7 @@ class MultiTaskOptimWrapper(OptimWrapper):
         grads, norms = self._gradients(losses, cap, scale)
         if not self._all_finite(names, norms, loss_values, per_task=not isinstance(grads, tuple)):
             return self._skip_micro_step()
-        if isinstance(grads, tuple):                # only the summed gradient was taken (Sum between statistics)
-            trunk_grads, weights = list(grads), None
-        else:
-            self.method.collect_stats = self._steps % self.stats_interval == 0
-            generator = self.streams.for_step(self.seed, self._steps, cap.detached[0], self.problem_dims)
-            trunk_grads = comb.combine(self.method, grads, cap.detached, loss_values, generator, self.problem_dims)
-            weights = self.method.task_weights
+        trunk_grads, weights = self._combine(grads, cap, loss_values)
         heads = comb.head_loss(losses, weights)
         if self.method.create_graph:
             trunk_grads, heads = comb.add_penalty(self.method, losses, cap.detached, trunk_grads, heads,
@@ -249,6 +243,16 @@ class MultiTaskOptimWrapper(OptimWrapper):
         total = self.amp.unscale(self._grads(mode, [sum(v.sum() for v in scaled)], cap.detached, cap.head_calls),
                                  scale)
         return tuple(comb.summed_trunk_grads(total)), comb.task_norms(total)
+
+    def _combine(self, grads, cap: Captured, loss_values: Tensor) -> tuple[list[Tensor], Tensor | None]:
+        """The trunk gradients and task weights of this step: the method's combination of the per-task gradients
+        (drawing from this step's stream), or the summed gradient as it is (a tuple from :meth:`_gradients`)."""
+        if isinstance(grads, tuple):
+            return list(grads), None
+        self.method.collect_stats = self._steps % self.stats_interval == 0
+        generator = self.streams.for_step(self.seed, self._steps, cap.detached[0], self.problem_dims)
+        trunk_grads = comb.combine(self.method, grads, cap.detached, loss_values, generator, self.problem_dims)
+        return trunk_grads, self.method.task_weights
 
     def _all_finite(self, names: list[str], norms: Tensor, loss_values: Tensor, per_task: bool) -> bool:
         """ONE decision on all ranks: a non-finite loss anywhere skips the step everywhere; non-finite gradients
