@@ -325,6 +325,9 @@ class MultiTaskOptimWrapper(OptimWrapper):
     def _grads_linear(self, task_losses, acts, head_calls) -> list[Tensor] | TaskBlocks:
         return self._task_grads.linear(task_losses, acts, head_calls)
 
+    _grads_loop = staticmethod(TaskGradients.loop)
+    _grads_batched = staticmethod(TaskGradients.batched)
+
     @property
     def grad_mode(self) -> str:
         """The per-task gradient mode (``'auto'`` until the first step has chosen one)."""
