@@ -11,15 +11,25 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torchjd.aggregation as torchjd_aggregation  # requirements/bench.txt
+from torchjd.linalg import DualConeProjector
 
-from graddrop_mtl.methods import (CAGrad, FairGrad, GradVac, IMTLG, AlignedMTL, NashMTL, UPGrad, build_method)
+from graddrop_mtl.methods import (
+    IMTLG,
+    AlignedMTL,
+    CAGrad,
+    ConFIG,
+    DualProj,
+    FairGrad,
+    GradVac,
+    NashMTL,
+    UPGrad,
+    build_method,
+)
 from graddrop_mtl.methods.blocks import TaskBlocks
 from graddrop_mtl.methods.gradvac import gradvac_coefficients
 
 from ._util import ThreadAllReduce, gen, run_ranks
-
-import torchjd.aggregation as torchjd_aggregation                  # requirements/bench.txt
-from torchjd.linalg import DualConeProjector
 
 
 def random_grads(seed: int, n_tasks: int, d: int, shared: float = 0.5) -> torch.Tensor:
@@ -117,6 +127,33 @@ def test_upgrad_conflicts_with_no_task(seed, n_tasks, d):
 def test_upgrad_without_conflict_is_the_mean():
     g = torch.tensor([[1.0, 0.2], [0.5, 1.0], [1.0, 1.0]], dtype=torch.float64)
     torch.testing.assert_close(UPGrad().combine(g), g.mean(0))
+
+
+@pytest.mark.parametrize('seed,n_tasks,d', CASES[:5] + [(6, 6, 3)])
+def test_dualproj_matches_torchjd_with_an_exact_projector(seed, n_tasks, d):
+    g = random_grads(seed, n_tasks, d, shared=0.1)
+    ours = DualProj().combine(g)
+    ref = torchjd_aggregation.DualProj(projector=ScipyProjector())(g)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6 * float(ref.abs().max()))
+    assert float((g @ ours).min()) >= -1e-9 * float(g.norm(dim=1).max()) ** 2
+
+
+def test_dualproj_without_conflict_is_the_mean():
+    g = torch.tensor([[1.0, 0.2], [0.5, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(DualProj().combine(g), g.mean(0))
+
+
+# -- ConFIG ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('seed,n_tasks,d', CASES)
+def test_config_matches_torchjd_and_has_equal_cosines(seed, n_tasks, d):
+    """TorchJD's ConFIG (pseudo-inverse of the [T, D] unit matrix) to 1e-8 of the result; the result makes the
+    same angle with every task gradient."""
+    g = random_grads(seed, n_tasks, d)
+    ours = ConFIG().combine(g)
+    ref = torchjd_aggregation.ConFIG()(g)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-8 * float(ref.abs().max()))
+    cos = (g @ ours) / (g.norm(dim=1) * ours.norm())
+    torch.testing.assert_close(cos, cos.mean().expand_as(cos), rtol=1e-8, atol=0)
 
 
 # -- CAGrad -----------------------------------------------------------------------------------------------------------
@@ -275,7 +312,8 @@ def test_gradvac_raises_the_cosines_and_keeps_state():
 
 # -- all Gram methods: blocks, scale, several ranks, degenerate -----------------------------------------------------
 GRAM_CONFIGS = [dict(type='CAGrad'), dict(type='NashMTL', max_norm=0), dict(type='FairGrad', alpha=2.0),
-                dict(type='IMTLG'), dict(type='AlignedMTL'), dict(type='UPGrad'), dict(type='GradVac')]
+                dict(type='IMTLG'), dict(type='AlignedMTL'), dict(type='UPGrad'), dict(type='GradVac'),
+                dict(type='DualProj'), dict(type='ConFIG')]
 
 
 @pytest.mark.parametrize('cfg', GRAM_CONFIGS, ids=lambda c: c['type'])
