@@ -196,9 +196,13 @@ class MultiTaskOptimWrapper(OptimWrapper):
         loss_values = torch.stack([v.detach().float() for v in losses])
         scale = self.amp.current_scale(loss_values.device)
         grads, norms = self._gradients(losses, cap, scale)
-        if not self._all_finite(names, norms, loss_values, per_task=not isinstance(grads, tuple)):
+        per_task = not isinstance(grads, tuple)     # else only the summed gradient was taken (Sum, see there)
+        if not self._all_finite(names, norms, loss_values, per_task):
             return self._skip_micro_step()
         trunk_grads, weights = self._combine(grads, cap, loss_values)
+        # combined: the per-task gradients are freed before the backward, where the step's memory peaks (at full
+        # size their dense part is as large as the shared activation)
+        grads = None
         heads = comb.head_loss(losses, weights, self.method.loss_term())
         if self.method.create_graph:
             trunk_grads, heads = comb.add_penalty(self.method, losses, cap.detached, trunk_grads, heads,
@@ -207,7 +211,7 @@ class MultiTaskOptimWrapper(OptimWrapper):
         self._backward(cap, trunk_grads, heads, scale)
         self._steps += 1
         self._inner_count += 1
-        log_step(self.message_hub, self.method, names, None if isinstance(grads, tuple) else norms, weights,
+        log_step(self.message_hub, self.method, names, norms if per_task else None, weights,
                  self.skipped_steps, self.log_per_task)
         if self.should_update():
             self.step(**(step_kwargs or {}))
