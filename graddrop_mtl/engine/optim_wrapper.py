@@ -244,9 +244,12 @@ class MultiTaskOptimWrapper(OptimWrapper):
         if self.method.needs_task_grads or (self.log_per_task and stats_step) or self.grad_mode == 'auto':
             grads = self.amp.unscale(self._per_task_grads(scaled, cap.detached, cap.head_calls), scale)
             return grads, comb.task_norms(grads)
-        mode = 'loop' if self.grad_mode == 'batched' else self.grad_mode
-        total = self.amp.unscale(self._grads(mode, [sum(v.sum() for v in scaled)], cap.detached, cap.head_calls),
-                                 scale)
+        summed = [sum(v.sum() for v in scaled)]
+        if self.grad_mode == 'linear':       # through the layers (their first call checks them, see task_grads)
+            total = self._task_grads(summed, cap.detached, cap.head_calls)
+        else:
+            total = self._grads('loop', summed, cap.detached, cap.head_calls)
+        total = self.amp.unscale(total, scale)
         return tuple(comb.summed_trunk_grads(total)), comb.task_norms(total)
 
     def _combine(self, grads, cap: Captured, loss_values: Tensor) -> tuple[list[Tensor], Tensor | None]:

@@ -136,6 +136,11 @@ def test_explicit_linear_mode_must_see_every_reader_of_the_activation():
                                     shared='trunk', grad_mode='linear', linear_heads=['heads.0', 'heads.1'])
     with pytest.raises(RuntimeError, match=r"grad_mode='linear'.*\['heads\.0', 'heads\.1'\]"):
         model.train_step(toy_data(), wrapper)
+    quiet = MultiTaskOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), method=dict(type='Sum'),
+                                  shared='trunk', grad_mode='linear', linear_heads=['heads.0', 'heads.1'],
+                                  log_per_task=False)     # Sum then takes the summed gradient only: checked too
+    with pytest.raises(RuntimeError, match=r"grad_mode='linear'.*\['heads\.0', 'heads\.1'\]"):
+        model.train_step(toy_data(), quiet)
     complete = MultiTaskOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), method=dict(type='Sum'),
                                      shared='trunk', grad_mode='linear', linear_heads=['heads.0', 'heads.1', 'heads.2'])
     model.train_step(toy_data(), complete)
