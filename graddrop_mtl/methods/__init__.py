@@ -27,6 +27,9 @@ gradient sent into the trunk: ``method.combine(grads, activation=A, losses=L, ge
 ``DWA``            Dynamic Weight Average of the loss descent rates
 ``RLW``            Random Loss Weighting: softmax of a normal draw
 ``GLS``            geometric loss strategy: the geometric mean of the losses
+``Random``         random gradient weights, softmax of a normal draw (the heads unweighted)
+``Krum``           (multi-)Krum: the gradients closest to their neighbours, averaged
+``TrimmedMean``    coordinate-wise trimmed mean over the tasks
 ``FAMO``           Fast Adaptive Multitask Optimization: logits balancing the log-loss decrease
 =================  ========================================================================================
 
@@ -48,7 +51,9 @@ from .imtl import IMTLG, IMTLL
 from .mgda import MGDA, min_norm_simplex
 from .nash_mtl import FairGrad, NashMTL
 from .pcgrad import PCGrad, pcgrad_coefficients
+from .random_weighting import Random
 from .rlw import RLW
+from .robust import Krum, TrimmedMean
 from .simple import Compose, GradPenalty, Sum
 from .upgrad import UPGrad
 from .uw import UW
@@ -57,4 +62,4 @@ from .weighting import GramWeighting, LossWeighting
 __all__ = ['METHODS', 'Method', 'build_method', 'register_method', 'Sum', 'GradDrop', 'RandomGradDrop', 'PCGrad',
            'MGDA', 'GradNorm', 'GradPenalty', 'Compose', 'min_norm_simplex', 'pcgrad_coefficients', 'AlignedMTL',
            'CAGrad', 'DWA', 'FAMO', 'GradVac', 'IMTLG', 'IMTLL', 'FairGrad', 'NashMTL', 'RLW', 'UPGrad', 'UW',
-           'GramWeighting', 'LossWeighting', 'ConFIG', 'DualProj', 'GLS']
+           'GramWeighting', 'LossWeighting', 'ConFIG', 'DualProj', 'GLS', 'Random', 'Krum', 'TrimmedMean']

@@ -14,7 +14,8 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG_DIR = osp.join(ROOT, 'configs', 'methods')
 METHODS = {'cagrad': 'CAGrad', 'nash_mtl': 'NashMTL', 'fairgrad': 'FairGrad', 'imtl_g': 'IMTLG',
            'aligned_mtl': 'AlignedMTL', 'upgrad': 'UPGrad', 'gradvac': 'GradVac', 'dwa': 'DWA', 'rlw': 'RLW',
-           'famo': 'FAMO', 'dualproj': 'DualProj', 'config': 'ConFIG', 'gls': 'GLS'}
+           'famo': 'FAMO', 'dualproj': 'DualProj', 'config': 'ConFIG', 'gls': 'GLS', 'random': 'Random',
+           'krum': 'Krum', 'trimmed_mean': 'TrimmedMean'}
 BASES = {'celeba_{}.py': 'configs/celeba/celeba_sum.py',
          'pointpillars_{}_reduced-car.py': 'configs/pointpillars_waymo/pointpillars_mtl_sum_reduced-car.py'}
 

@@ -35,9 +35,12 @@ CONFIGS = {
     'DualProj': dict(type='DualProj'),
     'ConFIG': dict(type='ConFIG'),
     'GLS': dict(type='GLS'),
+    'Random': dict(type='Random'),
+    'Krum': dict(type='Krum', n_byzantine=0, n_selected=2),
+    'TrimmedMean': dict(type='TrimmedMean', trim_number=1),
 }
 EXPECTED |= {'CAGrad', 'NashMTL', 'FairGrad', 'IMTLG', 'AlignedMTL', 'UPGrad', 'GradVac', 'UW', 'IMTLL', 'DWA', 'RLW',
-             'FAMO', 'DualProj', 'ConFIG', 'GLS'}
+             'FAMO', 'DualProj', 'ConFIG', 'GLS', 'Random', 'Krum', 'TrimmedMean'}
 
 
 def test_every_method_is_registered():
@@ -128,7 +131,7 @@ def test_combine_contract(name, problem_dims):
 
 @pytest.mark.parametrize('name', ['Sum', 'GradDrop', 'RandomGradDrop', 'PCGrad', 'MGDA', 'GradPenalty', 'CAGrad',
                                   'FairGrad', 'IMTLG', 'AlignedMTL', 'UPGrad', 'RLW', 'DualProj', 'ConFIG',
-                                  'GLS'])
+                                  'GLS', 'Random', 'Krum', 'TrimmedMean'])
 def test_stateless_methods_state(name):
     method = build_method(CONFIGS[name])
     assert method.state_dict() == {}

@@ -3,7 +3,8 @@
 Every implementation gets the same stacked per-task gradients at a shared activation, ``grads [T, *A.shape]``:
 
 * ours: ``graddrop_mtl.methods`` on the native shape (``GradDrop``, ``RandomGradDrop``, ``PCGrad``, ``MGDA`` and
-  issue 23's methods: CAGrad, NashMTL, FairGrad, IMTLG, AlignedMTL, UPGrad, GradVac, UW, DWA, RLW, FAMO),
+  issue 23's methods: CAGrad, NashMTL, FairGrad, IMTLG, AlignedMTL, UPGrad, GradVac, DualProj, ConFIG, Random, UW,
+  DWA, RLW, FAMO, GLS),
   statistics collection off (the wrapper collects them only every ``stats_interval`` steps); ``--methods`` picks
   rows;
 * TorchJD (``torchjd.aggregation``): aggregators work on a ``[T, D]`` matrix, so they get the flattened view
@@ -208,7 +209,23 @@ def new_method_specs(ours: Callable, tjd, flat: Tensor) -> list[tuple[str, Calla
     """Issue 23's methods: the Gram-matrix methods against TorchJD's aggregators of the same name (default
     hyperparameters on both sides, ours set to the same ones where the defaults differ), the loss weightings
     (no peer here: LibMTL's need its trainer)."""
-    from graddrop_mtl.methods import DWA, FAMO, IMTLG, RLW, UW, AlignedMTL, CAGrad, FairGrad, GradVac, NashMTL, UPGrad
+    from graddrop_mtl.methods import (
+        DWA,
+        FAMO,
+        GLS,
+        IMTLG,
+        RLW,
+        UW,
+        AlignedMTL,
+        CAGrad,
+        ConFIG,
+        DualProj,
+        FairGrad,
+        GradVac,
+        NashMTL,
+        Random,
+        UPGrad,
+    )
     n_tasks = flat.shape[0]
     specs: list[tuple[str, Callable, dict[str, Callable | None]]] = []
     gram_methods = [
@@ -219,11 +236,14 @@ def new_method_specs(ours: Callable, tjd, flat: Tensor) -> list[tuple[str, Calla
         ('AlignedMTL', AlignedMTL(), lambda: tjd.AlignedMTL()),
         ('UPGrad', UPGrad(), lambda: tjd.UPGrad()),
         ('GradVac', GradVac(beta=0.5), lambda: tjd.GradVac(beta=0.5)),
+        ('DualProj', DualProj(), lambda: tjd.DualProj()),
+        ('ConFIG', ConFIG(), lambda: tjd.ConFIG()),
+        ('Random', Random(), lambda: tjd.Random()),
     ]
     for name, method, factory in gram_methods:
         specs.append((name, ours(method), {'torchjd': torchjd_peer(factory, flat) if tjd else None,
                                            'libmtl': None}))
-    for name, method in [('UW', UW()), ('DWA', DWA()), ('RLW', RLW()), ('FAMO', FAMO())]:
+    for name, method in [('UW', UW()), ('DWA', DWA()), ('RLW', RLW()), ('FAMO', FAMO()), ('GLS', GLS())]:
         specs.append((name, ours(method), {'torchjd': None, 'libmtl': None}))
     return specs
 
