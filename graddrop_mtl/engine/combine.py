@@ -59,11 +59,14 @@ def combine(method: Method, grads: list[Tensor] | TaskBlocks, acts: list[Tensor]
     return unflatten(out, acts)
 
 
-def head_loss(task_losses: list[Tensor], weights: Tensor | None) -> Tensor:
-    """``sum_i w_i L_i`` (plain sum when ``weights`` is ``None``): what the heads' parameters get the gradient of."""
+def head_loss(task_losses: list[Tensor], weights: Tensor | None, extra: Tensor | None = None) -> Tensor:
+    """``sum_i w_i L_i`` (plain sum when ``weights`` is ``None``) plus the method's ``extra`` loss term: what the
+    heads' parameters (and a method's own parameters, through ``w`` and ``extra``) get the gradient of."""
     if weights is None:
-        return sum(v.sum() for v in task_losses)
-    return sum((w * v).sum() for w, v in zip(weights.to(torch.float32), task_losses))
+        total = sum(v.sum() for v in task_losses)
+    else:
+        total = sum((w * v).sum() for w, v in zip(weights.to(torch.float32), task_losses))
+    return total if extra is None else total + extra.sum()
 
 
 def add_penalty(method: Method, task_losses: list[Tensor], acts: list[Tensor], trunk_grads: list[Tensor],

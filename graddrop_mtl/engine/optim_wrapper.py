@@ -145,6 +145,7 @@ class MultiTaskOptimWrapper(OptimWrapper):
             raise ValueError('MultiTaskOptimWrapper needs shared="<dotted.module.path>", the module whose output is '
                              'the shared activation (e.g. shared="pts_neck")')
         self.method: Method = build_method(method if method is not None else dict(type='Sum'))
+        self._method_parameters()
         self.shared = shared
         self.task_specs = parse_tasks(tasks)
         check_precision(task_grad_precision)
@@ -195,20 +196,14 @@ class MultiTaskOptimWrapper(OptimWrapper):
         loss_values = torch.stack([v.detach().float() for v in losses])
         scale = self.amp.current_scale(loss_values.device)
         grads, norms = self._gradients(losses, cap, scale)
-        if not self._all_finite(names, norms, loss_values, per_task=not isinstance(grads, tuple)):
+        per_task = not isinstance(grads, tuple)     # else only the summed gradient was taken (Sum, see there)
+        if not self._all_finite(names, norms, loss_values, per_task):
             return self._skip_micro_step()
-        per_task = not isinstance(grads, tuple)
-        if not per_task:                            # only the summed gradient was taken (Sum between statistics)
-            trunk_grads, weights = list(grads), None
-        else:
-            self.method.collect_stats = self._steps % self.stats_interval == 0
-            generator = self.streams.for_step(self.seed, self._steps, cap.detached[0], self.problem_dims)
-            trunk_grads = comb.combine(self.method, grads, cap.detached, loss_values, generator, self.problem_dims)
-            weights = self.method.task_weights
+        trunk_grads, weights = self._combine(grads, cap, loss_values)
         # combined: the per-task gradients are freed before the backward, where the step's memory peaks (at full
         # size their dense part is as large as the shared activation)
         grads = None
-        heads = comb.head_loss(losses, weights)
+        heads = comb.head_loss(losses, weights, self.method.loss_term())
         if self.method.create_graph:
             trunk_grads, heads = comb.add_penalty(self.method, losses, cap.detached, trunk_grads, heads,
                                                   self.problem_dims)
@@ -249,10 +244,23 @@ class MultiTaskOptimWrapper(OptimWrapper):
         if self.method.needs_task_grads or (self.log_per_task and stats_step) or self.grad_mode == 'auto':
             grads = self.amp.unscale(self._per_task_grads(scaled, cap.detached, cap.head_calls), scale)
             return grads, comb.task_norms(grads)
-        mode = 'loop' if self.grad_mode == 'batched' else self.grad_mode
-        total = self.amp.unscale(self._grads(mode, [sum(v.sum() for v in scaled)], cap.detached, cap.head_calls),
-                                 scale)
+        summed = [sum(v.sum() for v in scaled)]
+        if self.grad_mode == 'linear':       # through the layers (their first call checks them, see task_grads)
+            total = self._task_grads(summed, cap.detached, cap.head_calls)
+        else:
+            total = self._grads('loop', summed, cap.detached, cap.head_calls)
+        total = self.amp.unscale(total, scale)
         return tuple(comb.summed_trunk_grads(total)), comb.task_norms(total)
+
+    def _combine(self, grads, cap: Captured, loss_values: Tensor) -> tuple[list[Tensor], Tensor | None]:
+        """The trunk gradients and task weights of this step: the method's combination of the per-task gradients
+        (drawing from this step's stream), or the summed gradient as it is (a tuple from :meth:`_gradients`)."""
+        if isinstance(grads, tuple):
+            return list(grads), None
+        self.method.collect_stats = self._steps % self.stats_interval == 0
+        generator = self.streams.for_step(self.seed, self._steps, cap.detached[0], self.problem_dims)
+        trunk_grads = comb.combine(self.method, grads, cap.detached, loss_values, generator, self.problem_dims)
+        return trunk_grads, self.method.task_weights
 
     def _all_finite(self, names: list[str], norms: Tensor, loss_values: Tensor, per_task: bool) -> bool:
         """ONE decision on all ranks: a non-finite loss anywhere skips the step everywhere; non-finite gradients
@@ -303,12 +311,31 @@ class MultiTaskOptimWrapper(OptimWrapper):
             trunk_grads = [g * scale for g in trunk_grads]
             heads = heads * scale
         trunk_grads = [g.to(a.dtype) for g, a in zip(trunk_grads, cap.originals)]
-        params = [p for p in self._model.parameters() if p.requires_grad]
+        params = [p for p in self._model.parameters() if p.requires_grad] + self._method_parameters()
         torch.autograd.backward(list(cap.originals) + [heads], [g.detach() for g in trunk_grads] + [None],
                                 inputs=params)
 
+    def _method_parameters(self) -> list[Tensor]:
+        """The method's own trainable parameters (UW's log-variances), put into the optimizer (a parameter group of
+        their own, on the model's device) the first time they are seen: at construction, or on the first step
+        when the method creates them then."""
+        extra = self.method.parameters()
+        known = {id(p) for group in self.optimizer.param_groups for p in group['params']}
+        new = [p for p in extra if id(p) not in known]
+        if new:
+            device = next((p.device for group in self.optimizer.param_groups for p in group['params']), None)
+            for p in new:
+                p.data = p.data.to(device) if device is not None else p.data
+            self.optimizer.add_param_group(dict(params=new))
+        return extra
+
     def step(self, **kwargs) -> None:
-        """``clip_grad`` and ``optimizer.step``; with a loss scaler as ``AmpOptimWrapper.step`` does it."""
+        """``clip_grad`` and ``optimizer.step``; with a loss scaler as ``AmpOptimWrapper.step`` does it. The
+        method's own parameters are not in the DDP module: their gradients are averaged over the ranks here."""
+        if world_size() > 1:
+            for p in self.method.parameters():
+                if p.grad is not None:
+                    p.grad = sum_across_ranks(p.grad) / world_size()
         if not self.amp.enabled:
             return super().step(**kwargs)
         self.amp.step(self.optimizer, self._clip_grad if self.clip_grad_kwargs else None, **kwargs)
@@ -324,6 +351,9 @@ class MultiTaskOptimWrapper(OptimWrapper):
 
     def _grads_linear(self, task_losses, acts, head_calls) -> list[Tensor] | TaskBlocks:
         return self._task_grads.linear(task_losses, acts, head_calls)
+
+    _grads_loop = staticmethod(TaskGradients.loop)
+    _grads_batched = staticmethod(TaskGradients.batched)
 
     @property
     def grad_mode(self) -> str:
@@ -347,17 +377,20 @@ class MultiTaskOptimWrapper(OptimWrapper):
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Also reads checkpoints written before the random stream was counter-based: their ``generator`` state is
-        not needed (the stream is a function of ``seed``, rank and ``steps``) and is ignored."""
+        """The method's state first (a method with parameters creates them from it, and they join the optimizer
+        before its state is loaded). Also reads checkpoints written before the random stream was counter-based:
+        their ``generator`` state is not needed (the stream is a function of ``seed``, rank and ``steps``)."""
         state_dict = dict(state_dict)
         mtl = state_dict.pop('mtl', None)
         scaler_state = state_dict.pop('loss_scaler', None)
         if scaler_state is not None:
             self.amp.load_state_dict(scaler_state)
+        if mtl is not None:
+            self.method.load_state_dict(mtl.get('method') or {})
+            self._method_parameters()
         super().load_state_dict(state_dict)
         if mtl is None:
             return
-        self.method.load_state_dict(mtl.get('method') or {})
         self.seed = int(mtl.get('seed', self.seed))
         self.skipped_steps = mtl.get('skipped_steps', 0)
         self._steps = mtl.get('steps', 0)

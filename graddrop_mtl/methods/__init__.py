@@ -19,31 +19,42 @@ gradient sent into the trunk: ``method.combine(grads, activation=A, losses=L, ge
 ``IMTLG``          IMTL-G: equal projections of the update onto every task's unit gradient
 ``AlignedMTL``     Aligned-MTL: the gradient system's condition number made 1
 ``UPGrad``         each gradient projected onto the dual cone of all of them, averaged
+``DualProj``       the mean gradient projected onto the dual cone of the task gradients
+``ConFIG``         the direction of equal cosine to every task, scaled by the sum of projections
 ``GradVac``        Gradient Vaccine: pairwise cosines raised to their running targets
 ``UW``             uncertainty weighting: learnt log-variances (trainable parameters)
 ``IMTLL``          IMTL-L: learnt loss scales (trainable parameters)
 ``DWA``            Dynamic Weight Average of the loss descent rates
 ``RLW``            Random Loss Weighting: softmax of a normal draw
+``GLS``            geometric loss strategy: the geometric mean of the losses
+``Random``         random gradient weights, softmax of a normal draw (the heads unweighted)
+``Krum``           (multi-)Krum: the gradients closest to their neighbours, averaged
+``TrimmedMean``    coordinate-wise trimmed mean over the tasks
 ``FAMO``           Fast Adaptive Multitask Optimization: logits balancing the log-loss decrease
 =================  ========================================================================================
 
 Loss weightings (:class:`~graddrop_mtl.methods.weighting.LossWeighting`) need only the task losses; Gram-matrix
 methods (:class:`~graddrop_mtl.methods.weighting.GramWeighting`) the per-task gradients' T x T Gram matrix.
 """
-from .base import METHODS, Method, build_method, register_method
-from .gradnorm import GradNorm
-from .graddrop import GradDrop, RandomGradDrop
-from .mgda import MGDA, min_norm_simplex
-from .pcgrad import PCGrad, pcgrad_coefficients
-from .simple import Compose, GradPenalty, Sum
 from .aligned_mtl import AlignedMTL
+from .base import METHODS, Method, build_method, register_method
 from .cagrad import CAGrad
+from .config import ConFIG
+from .dualproj import DualProj
 from .dwa import DWA
 from .famo import FAMO
+from .gls import GLS
+from .graddrop import GradDrop, RandomGradDrop
+from .gradnorm import GradNorm
 from .gradvac import GradVac
 from .imtl import IMTLG, IMTLL
+from .mgda import MGDA, min_norm_simplex
 from .nash_mtl import FairGrad, NashMTL
+from .pcgrad import PCGrad, pcgrad_coefficients
+from .random_weighting import Random
 from .rlw import RLW
+from .robust import Krum, TrimmedMean
+from .simple import Compose, GradPenalty, Sum
 from .upgrad import UPGrad
 from .uw import UW
 from .weighting import GramWeighting, LossWeighting
@@ -51,4 +62,4 @@ from .weighting import GramWeighting, LossWeighting
 __all__ = ['METHODS', 'Method', 'build_method', 'register_method', 'Sum', 'GradDrop', 'RandomGradDrop', 'PCGrad',
            'MGDA', 'GradNorm', 'GradPenalty', 'Compose', 'min_norm_simplex', 'pcgrad_coefficients', 'AlignedMTL',
            'CAGrad', 'DWA', 'FAMO', 'GradVac', 'IMTLG', 'IMTLL', 'FairGrad', 'NashMTL', 'RLW', 'UPGrad', 'UW',
-           'GramWeighting', 'LossWeighting']
+           'GramWeighting', 'LossWeighting', 'ConFIG', 'DualProj', 'GLS', 'Random', 'Krum', 'TrimmedMean']

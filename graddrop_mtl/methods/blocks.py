@@ -55,8 +55,9 @@ class TaskBlocks:
             raise ValueError(f'base has shape {tuple(base.shape)}, expected {(len(self.base_tasks), *self.shape)}')
         if patch is not None:
             if patch_rows is None or patch.shape != (len(self.patch_tasks), patch_rows.numel(), self.n_channels):
+                n_rows = -1 if patch_rows is None else patch_rows.numel()
                 raise ValueError(f'patch has shape {tuple(patch.shape)}, expected '
-                                 f'{(len(self.patch_tasks), -1 if patch_rows is None else patch_rows.numel(), self.n_channels)}')
+                                 f'{(len(self.patch_tasks), n_rows, self.n_channels)}')
             missing = set(self.base_tasks) - set(self.patch_tasks)
             if missing:
                 raise ValueError(f'patch_tasks must include every base task; missing {sorted(missing)}')
@@ -174,7 +175,8 @@ class TaskBlocks:
         """The gradients of ``w_i L_i`` (in ``dtype``, default the blocks' own)."""
         dtype = dtype or self.dtype
         w = weights.to(device=self.device, dtype=dtype).reshape(self.n_tasks)
-        base = None if self.base is None else self.base.to(dtype) * w[self.base_tasks].view(-1, *([1] * len(self.shape)))
+        base = None if self.base is None else \
+            self.base.to(dtype) * w[self.base_tasks].view(-1, *([1] * len(self.shape)))
         patch = None if self.patch is None else self.patch.to(dtype) * w[self.patch_tasks].view(-1, 1, 1)
         return TaskBlocks(self.n_tasks, self.shape, base=base, base_tasks=self.base_tasks, patch=patch,
                           patch_rows=self.patch_rows, patch_tasks=self.patch_tasks, channel_dim=self.channel_dim,

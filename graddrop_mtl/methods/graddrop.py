@@ -7,8 +7,18 @@ import torch
 from torch import Tensor
 
 from . import graddrop_kernel
-from .base import (SMALL_TASK_TENSOR, ActivationFn, Method, as_task_vector, check_grads, register_method,
-                   sum_and_abs_sum_tasks, coin_flips, sum_tasks, uniform)
+from .base import (
+    SMALL_TASK_TENSOR,
+    ActivationFn,
+    Method,
+    as_task_vector,
+    check_grads,
+    coin_flips,
+    register_method,
+    sum_and_abs_sum_tasks,
+    sum_tasks,
+    uniform,
+)
 from .blocks import TaskBlocks
 
 

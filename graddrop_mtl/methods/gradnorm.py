@@ -6,8 +6,16 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from .base import (Method, check_grads, flat_per_problem, reduce_statistics, register_method, sq_norms, sum_tasks,
-                   weights_view)
+from .base import (
+    Method,
+    check_grads,
+    flat_per_problem,
+    reduce_statistics,
+    register_method,
+    sq_norms,
+    sum_tasks,
+    weights_view,
+)
 from .blocks import TaskBlocks
 
 

@@ -5,8 +5,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import (Method, check_grads, combine_with_coefficients, flat_per_problem, gram_matrix, reduce_statistics,
-                   register_method)
+from .base import (
+    Method,
+    check_grads,
+    combine_with_coefficients,
+    flat_per_problem,
+    gram_matrix,
+    reduce_statistics,
+    register_method,
+)
 from .blocks import TaskBlocks
 
 NORMALIZATIONS = ('none', 'l2', 'loss', 'loss+')
@@ -101,8 +108,8 @@ class MGDA(Method):
         norm_gram = gram / (scale[:, :, None] * scale[:, None, :])
         if scalar_grads is not None:
             alpha = _min_norm_1d(scalar_grads.double() / scale)
-            residual = kkt_residual(norm_gram / norm_gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-300)[:, None, None],
-                                    alpha)
+            diag_mean = norm_gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-300)
+            residual = kkt_residual(norm_gram / diag_mean[:, None, None], alpha)
         else:
             alpha, residual = min_norm_simplex(norm_gram, tol=self.tol, max_iter=self.max_iter)
         self._stats = {'kkt_residual': residual.max().item()}

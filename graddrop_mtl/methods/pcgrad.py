@@ -5,8 +5,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import (Method, check_grads, combine_with_coefficients, flat_per_problem, gram_matrix, register_method,
-                   uniform)
+from .base import (
+    Method,
+    check_grads,
+    combine_with_coefficients,
+    flat_per_problem,
+    gram_matrix,
+    register_method,
+    uniform,
+)
 from .blocks import TaskBlocks
 
 

@@ -21,8 +21,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from .base import (Method, check_grads, combine_with_coefficients, flat_per_problem, gram_matrix,
-                   reduce_statistics)
+from .base import Method, check_grads, combine_with_coefficients, flat_per_problem, gram_matrix, reduce_statistics
 from .blocks import TaskBlocks
 
 

@@ -14,15 +14,18 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from graddrop_mtl.methods import METHODS as REGISTERED
+
 from .toy import ToyConvMTL, ToyMTL, toy_conv_data, toy_data
 
-#: Every method, with and without state, random or not (and the two ways of composing them).
+#: Every registered method (with default arguments), and variants with and without state, random or not, composed.
 METHODS = [dict(type='Sum'), dict(type='GradDrop'), dict(type='GradDrop', leak=[0.0, 0.5, 1.0]),
            dict(type='RandomGradDrop'), dict(type='PCGrad'), dict(type='PCGrad', iterative=True),
            dict(type='MGDA'), dict(type='MGDA', normalization='l2'), dict(type='GradNorm'),
            dict(type='GradPenalty', weight=0.1),
            dict(type='Compose', weighting=dict(type='GradNorm'), then=dict(type='GradDrop')),
            dict(type='Compose', weighting=dict(type='MGDA'), then=dict(type='PCGrad'))]
+METHODS += [dict(type=name) for name in sorted(REGISTERED) if name != 'Compose' and dict(type=name) not in METHODS]
 
 
 def _free_port() -> int:

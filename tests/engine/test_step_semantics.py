@@ -136,6 +136,54 @@ def test_explicit_linear_mode_must_see_every_reader_of_the_activation():
                                     shared='trunk', grad_mode='linear', linear_heads=['heads.0', 'heads.1'])
     with pytest.raises(RuntimeError, match=r"grad_mode='linear'.*\['heads\.0', 'heads\.1'\]"):
         model.train_step(toy_data(), wrapper)
+    quiet = MultiTaskOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), method=dict(type='Sum'),
+                                  shared='trunk', grad_mode='linear', linear_heads=['heads.0', 'heads.1'],
+                                  log_per_task=False)     # Sum then takes the summed gradient only: checked too
+    with pytest.raises(RuntimeError, match=r"grad_mode='linear'.*\['heads\.0', 'heads\.1'\]"):
+        model.train_step(toy_data(), quiet)
     complete = MultiTaskOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), method=dict(type='Sum'),
                                      shared='trunk', grad_mode='linear', linear_heads=['heads.0', 'heads.1', 'heads.2'])
     model.train_step(toy_data(), complete)
+
+
+# ------------------------------------------------------------------------------------------- method parameters
+@pytest.mark.parametrize('num_tasks', [3, None], ids=['eager', 'lazy'])
+def test_method_parameters_train_with_the_model(num_tasks):
+    """UW's log-variances s join the optimizer and get the gradient of sum_i 0.5 exp(-s_i) L_i + 0.5 s_i: one SGD
+    step moves them by -lr * (0.5 - 0.5 exp(-s_i) L_i), created at construction or on the first step."""
+    torch.manual_seed(0)
+    model = ToyMTL()
+    wrapper = MultiTaskOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), method=dict(type='UW',
+                                    num_tasks=num_tasks), shared='trunk')
+    data = toy_data()
+    with torch.no_grad():
+        losses = torch.stack(list(model(**data).values()))
+    model.train_step(data, wrapper)
+    (s,) = wrapper.method.parameters()
+    expected = -0.5 - 0.1 * (0.5 - 0.5 * torch.exp(torch.tensor(0.5)) * losses)
+    torch.testing.assert_close(s.detach(), expected, rtol=0, atol=1e-6)
+    assert len(wrapper.optimizer.param_groups) == 2 and wrapper.optimizer.param_groups[1]['params'][0] is s
+
+
+def test_method_parameters_resume_with_their_optimizer_state():
+    """A lazily created parameter comes back from the checkpoint before the optimizer state (Adam's moments for
+    it) is loaded, and training continues exactly."""
+    def make():
+        torch.manual_seed(0)
+        model = ToyMTL()
+        return model, MultiTaskOptimWrapper(torch.optim.Adam(model.parameters(), lr=0.01), method=dict(type='UW'),
+                                            shared='trunk')
+
+    model, wrapper = make()
+    for step in range(2):
+        model.train_step(toy_data(seed=step), wrapper)
+    model_state, wrapper_state = copy.deepcopy(model.state_dict()), copy.deepcopy(wrapper.state_dict())
+    for step in range(2, 4):
+        model.train_step(toy_data(seed=step), wrapper)
+    resumed, wrapper2 = make()
+    resumed.load_state_dict(model_state)
+    wrapper2.load_state_dict(wrapper_state)
+    for step in range(2, 4):
+        resumed.train_step(toy_data(seed=step), wrapper2)
+    for a, b in zip(_params(resumed) + wrapper2.method.parameters(), _params(model) + wrapper.method.parameters()):
+        assert torch.equal(a.detach(), b.detach())

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from graddrop_mtl.methods import (MGDA, PCGrad, Compose, GradDrop, GradNorm, RandomGradDrop, Sum, build_method)
+from graddrop_mtl.methods import Compose, GradDrop, GradNorm, RandomGradDrop, Sum, build_method
 from graddrop_mtl.methods.blocks import TaskBlocks
 
 from ._util import gen

@@ -11,15 +11,26 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torchjd.aggregation as torchjd_aggregation  # requirements/bench.txt
+from torchjd.linalg import DualConeProjector
 
-from graddrop_mtl.methods import (CAGrad, FairGrad, GradVac, IMTLG, AlignedMTL, NashMTL, UPGrad, build_method)
+from graddrop_mtl.methods import (
+    IMTLG,
+    AlignedMTL,
+    CAGrad,
+    ConFIG,
+    DualProj,
+    FairGrad,
+    GradVac,
+    NashMTL,
+    Random,
+    UPGrad,
+    build_method,
+)
 from graddrop_mtl.methods.blocks import TaskBlocks
 from graddrop_mtl.methods.gradvac import gradvac_coefficients
 
 from ._util import ThreadAllReduce, gen, run_ranks
-
-import torchjd.aggregation as torchjd_aggregation                  # requirements/bench.txt
-from torchjd.linalg import DualConeProjector
 
 
 def random_grads(seed: int, n_tasks: int, d: int, shared: float = 0.5) -> torch.Tensor:
@@ -32,6 +43,8 @@ CASES = [(0, 2, 10), (1, 3, 20), (2, 5, 40), (3, 8, 30), (4, 12, 100), (5, 40, 3
 
 
 def weights_of(method, g: torch.Tensor) -> torch.Tensor:
+    if isinstance(method, Random):
+        return method._weights(1, g.shape[0], gen(0), g.device)[0]
     gram = (g @ g.T)[None]
     return method._weights(gram, None, gen(0), torch.Size([g.shape[0]]), g.dtype)[0]
 
@@ -117,6 +130,45 @@ def test_upgrad_conflicts_with_no_task(seed, n_tasks, d):
 def test_upgrad_without_conflict_is_the_mean():
     g = torch.tensor([[1.0, 0.2], [0.5, 1.0], [1.0, 1.0]], dtype=torch.float64)
     torch.testing.assert_close(UPGrad().combine(g), g.mean(0))
+
+
+@pytest.mark.parametrize('seed,n_tasks,d', CASES[:5] + [(6, 6, 3)])
+def test_dualproj_matches_torchjd_with_an_exact_projector(seed, n_tasks, d):
+    g = random_grads(seed, n_tasks, d, shared=0.1)
+    ours = DualProj().combine(g)
+    ref = torchjd_aggregation.DualProj(projector=ScipyProjector())(g)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6 * float(ref.abs().max()))
+    assert float((g @ ours).min()) >= -1e-9 * float(g.norm(dim=1).max()) ** 2
+
+
+def test_dualproj_without_conflict_is_the_mean():
+    g = torch.tensor([[1.0, 0.2], [0.5, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(DualProj().combine(g), g.mean(0))
+
+
+# -- ConFIG ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('seed,n_tasks,d', CASES)
+def test_config_matches_torchjd_and_has_equal_cosines(seed, n_tasks, d):
+    """TorchJD's ConFIG (pseudo-inverse of the [T, D] unit matrix) to 1e-8 of the result; the result makes the
+    same angle with every task gradient."""
+    g = random_grads(seed, n_tasks, d)
+    ours = ConFIG().combine(g)
+    ref = torchjd_aggregation.ConFIG()(g)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-8 * float(ref.abs().max()))
+    cos = (g @ ours) / (g.norm(dim=1) * ours.norm())
+    torch.testing.assert_close(cos, cos.mean().expand_as(cos), rtol=1e-8, atol=0)
+
+
+# -- Random --------------------------------------------------------------------------------------------------------
+def test_random_matches_torchjd_on_the_same_draw():
+    """TorchJD's Random draws torch.randn(T) from the global stream; ours from the generator: the same seed gives
+    the same weights."""
+    g = random_grads(0, 5, 20)
+    torch.manual_seed(7)
+    ref = torchjd_aggregation.Random()(g)
+    ours = Random().combine(g, generator=gen(7))
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    assert not torch.equal(Random().combine(g, generator=gen(8)), ours)
 
 
 # -- CAGrad -----------------------------------------------------------------------------------------------------------
@@ -275,7 +327,8 @@ def test_gradvac_raises_the_cosines_and_keeps_state():
 
 # -- all Gram methods: blocks, scale, several ranks, degenerate -----------------------------------------------------
 GRAM_CONFIGS = [dict(type='CAGrad'), dict(type='NashMTL', max_norm=0), dict(type='FairGrad', alpha=2.0),
-                dict(type='IMTLG'), dict(type='AlignedMTL'), dict(type='UPGrad'), dict(type='GradVac')]
+                dict(type='IMTLG'), dict(type='AlignedMTL'), dict(type='UPGrad'), dict(type='GradVac'),
+                dict(type='DualProj'), dict(type='ConFIG'), dict(type='Random')]
 
 
 @pytest.mark.parametrize('cfg', GRAM_CONFIGS, ids=lambda c: c['type'])
@@ -296,7 +349,8 @@ def test_blocks_give_the_dense_result(cfg):
 @pytest.mark.parametrize('cfg', GRAM_CONFIGS, ids=lambda c: c['type'])
 def test_ranks_agree_with_one_process(cfg):
     """Two ranks: the Gram matrices are summed, the weights are those of the concatenated gradients on both, and
-    the state is the same (GradVac's orders are summed draws, so one process is not comparable there)."""
+    the state is the same (GradVac's orders and Random's weights come from summed draws, so one process is not
+    comparable there)."""
     g = [random_grads(1, 4, 12), random_grads(2, 4, 12)]
     single = build_method(cfg)
     expected = weights_of(single, torch.cat(g, 1))
@@ -310,7 +364,7 @@ def test_ranks_agree_with_one_process(cfg):
     (w0, s0), (w1, s1) = run_ranks(2, rank)
     torch.testing.assert_close(w0, w1, rtol=0, atol=0)
     torch.testing.assert_close(s0, s1, rtol=0, atol=0)
-    if cfg['type'] != 'GradVac':
+    if cfg['type'] not in ('GradVac', 'Random'):
         torch.testing.assert_close(w0, expected, rtol=1e-7, atol=1e-9)
 
 
@@ -330,3 +384,37 @@ def test_degenerate_inputs(cfg, case):
         assert bool(torch.isfinite(out).all()), out
     if case == 'zero':
         assert bool((out == 0).all())
+
+
+# -- Krum and TrimmedMean (TorchJD's robust aggregators) -----------------------------------------------------------
+@pytest.mark.parametrize('seed,n_tasks,d', [(0, 3, 10), (1, 5, 20), (2, 8, 30), (3, 12, 100)])
+@pytest.mark.parametrize('n_byzantine,n_selected', [(0, 1), (1, 2), (0, 3)])
+def test_krum_matches_torchjd(seed, n_tasks, d, n_byzantine, n_selected):
+    from graddrop_mtl.methods import Krum
+    g = random_grads(seed, n_tasks, d)
+    if n_tasks < n_byzantine + 3:                    # TorchJD refuses these too
+        with pytest.raises(ValueError, match='at least'):
+            Krum(n_byzantine=n_byzantine, n_selected=n_selected).combine(g)
+        return
+    ours = Krum(n_byzantine=n_byzantine, n_selected=n_selected).combine(g)
+    ref = torchjd_aggregation.Krum(n_byzantine=n_byzantine, n_selected=n_selected)(g)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_krum_ignores_an_outlier_and_checks_the_task_count():
+    from graddrop_mtl.methods import Krum
+    g = torch.tensor([[1.0, 0.0], [1.1, 0.1], [0.9, -0.1], [100.0, -50.0]], dtype=torch.float64)
+    torch.testing.assert_close(Krum(n_byzantine=1, n_selected=3).combine(g), g[:3].mean(0))
+    with pytest.raises(ValueError, match='at least 4 tasks'):
+        Krum(n_byzantine=1).combine(g[:3])
+
+
+@pytest.mark.parametrize('n_tasks,trim', [(3, 1), (5, 2), (9, 1), (40, 5)])
+def test_trimmed_mean_matches_torchjd(n_tasks, trim):
+    from graddrop_mtl.methods import TrimmedMean
+    g = torch.randn(n_tasks, 2, 3, 7, generator=gen(n_tasks), dtype=torch.float64)
+    ours = TrimmedMean(trim_number=trim).combine(g)
+    ref = torchjd_aggregation.TrimmedMean(trim_number=trim)(g.reshape(n_tasks, -1)).reshape(g.shape[1:])
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match='more than'):
+        TrimmedMean(trim_number=n_tasks).combine(g)

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from graddrop_mtl.methods import DWA, FAMO, IMTLL, RLW, UW, build_method
+from graddrop_mtl.methods import DWA, FAMO, GLS, IMTLL, RLW, UW, build_method
 from graddrop_mtl.methods.blocks import TaskBlocks
 
 from ._util import ThreadAllReduce, gen, run_ranks
@@ -161,9 +161,19 @@ def test_famo_matches_the_authors_update():
         torch.testing.assert_close(ours.state_dict()['logits'], ref.w.detach(), rtol=1e-10, atol=1e-14)
 
 
+# -- GLS -------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('n_tasks', [1, 3, 40])
+def test_gls_weights_are_the_gradient_of_the_geometric_mean(n_tasks):
+    """LibMTL's GLS loss torch.pow(losses.prod(), 1 / T): its gradient in the losses is the task weights."""
+    losses = loss_sequence(1, n_tasks, seed=3)[0]
+    x = losses.clone().requires_grad_()
+    torch.pow(x.prod(), 1.0 / n_tasks).backward()
+    torch.testing.assert_close(GLS().weigh_losses(losses), x.grad, rtol=1e-12, atol=0)
+
+
 # -- all loss weightings ---------------------------------------------------------------------------------------------
 LOSS_CONFIGS = [dict(type='UW', num_tasks=3), dict(type='IMTLL', num_tasks=3), dict(type='DWA'), dict(type='RLW'),
-                dict(type='FAMO')]
+                dict(type='FAMO'), dict(type='GLS')]
 
 
 @pytest.mark.parametrize('cfg', LOSS_CONFIGS, ids=lambda c: c['type'])

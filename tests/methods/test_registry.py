@@ -32,9 +32,15 @@ CONFIGS = {
     'DWA': dict(type='DWA', temp=2.0),
     'RLW': dict(type='RLW'),
     'FAMO': dict(type='FAMO', w_lr=0.05),
+    'DualProj': dict(type='DualProj'),
+    'ConFIG': dict(type='ConFIG'),
+    'GLS': dict(type='GLS'),
+    'Random': dict(type='Random'),
+    'Krum': dict(type='Krum', n_byzantine=0, n_selected=2),
+    'TrimmedMean': dict(type='TrimmedMean', trim_number=1),
 }
 EXPECTED |= {'CAGrad', 'NashMTL', 'FairGrad', 'IMTLG', 'AlignedMTL', 'UPGrad', 'GradVac', 'UW', 'IMTLL', 'DWA', 'RLW',
-             'FAMO'}
+             'FAMO', 'DualProj', 'ConFIG', 'GLS', 'Random', 'Krum', 'TrimmedMean'}
 
 
 def test_every_method_is_registered():
@@ -124,7 +130,8 @@ def test_combine_contract(name, problem_dims):
 
 
 @pytest.mark.parametrize('name', ['Sum', 'GradDrop', 'RandomGradDrop', 'PCGrad', 'MGDA', 'GradPenalty', 'CAGrad',
-                                  'FairGrad', 'IMTLG', 'AlignedMTL', 'UPGrad', 'RLW'])
+                                  'FairGrad', 'IMTLG', 'AlignedMTL', 'UPGrad', 'RLW', 'DualProj', 'ConFIG',
+                                  'GLS', 'Random', 'Krum', 'TrimmedMean'])
 def test_stateless_methods_state(name):
     method = build_method(CONFIGS[name])
     assert method.state_dict() == {}

@@ -3,7 +3,8 @@
 Every implementation gets the same stacked per-task gradients at a shared activation, ``grads [T, *A.shape]``:
 
 * ours: ``graddrop_mtl.methods`` on the native shape (``GradDrop``, ``RandomGradDrop``, ``PCGrad``, ``MGDA`` and
-  issue 23's methods: CAGrad, NashMTL, FairGrad, IMTLG, AlignedMTL, UPGrad, GradVac, UW, DWA, RLW, FAMO),
+  issue 23's methods: CAGrad, NashMTL, FairGrad, IMTLG, AlignedMTL, UPGrad, GradVac, DualProj, ConFIG, Random, UW,
+  DWA, RLW, FAMO, GLS),
   statistics collection off (the wrapper collects them only every ``stats_interval`` steps); ``--methods`` picks
   rows;
 * TorchJD (``torchjd.aggregation``): aggregators work on a ``[T, D]`` matrix, so they get the flattened view
@@ -208,8 +209,23 @@ def new_method_specs(ours: Callable, tjd, flat: Tensor) -> list[tuple[str, Calla
     """Issue 23's methods: the Gram-matrix methods against TorchJD's aggregators of the same name (default
     hyperparameters on both sides, ours set to the same ones where the defaults differ), the loss weightings
     (no peer here: LibMTL's need its trainer)."""
-    from graddrop_mtl.methods import (CAGrad, DWA, FAMO, IMTLG, RLW, UW, AlignedMTL, FairGrad, GradVac, NashMTL,
-                                      UPGrad)
+    from graddrop_mtl.methods import (
+        DWA,
+        FAMO,
+        GLS,
+        IMTLG,
+        RLW,
+        UW,
+        AlignedMTL,
+        CAGrad,
+        ConFIG,
+        DualProj,
+        FairGrad,
+        GradVac,
+        NashMTL,
+        Random,
+        UPGrad,
+    )
     n_tasks = flat.shape[0]
     specs: list[tuple[str, Callable, dict[str, Callable | None]]] = []
     gram_methods = [
@@ -220,11 +236,14 @@ def new_method_specs(ours: Callable, tjd, flat: Tensor) -> list[tuple[str, Calla
         ('AlignedMTL', AlignedMTL(), lambda: tjd.AlignedMTL()),
         ('UPGrad', UPGrad(), lambda: tjd.UPGrad()),
         ('GradVac', GradVac(beta=0.5), lambda: tjd.GradVac(beta=0.5)),
+        ('DualProj', DualProj(), lambda: tjd.DualProj()),
+        ('ConFIG', ConFIG(), lambda: tjd.ConFIG()),
+        ('Random', Random(), lambda: tjd.Random()),
     ]
     for name, method, factory in gram_methods:
         specs.append((name, ours(method), {'torchjd': torchjd_peer(factory, flat) if tjd else None,
                                            'libmtl': None}))
-    for name, method in [('UW', UW()), ('DWA', DWA()), ('RLW', RLW()), ('FAMO', FAMO())]:
+    for name, method in [('UW', UW()), ('DWA', DWA()), ('RLW', RLW()), ('FAMO', FAMO()), ('GLS', GLS())]:
         specs.append((name, ours(method), {'torchjd': None, 'libmtl': None}))
     return specs
 
@@ -244,7 +263,7 @@ def benchmark_shape(name: str, shape: tuple[int, ...], tjd, libmtl, repeats: int
         method.collect_stats = False
         return lambda **kw: method.combine(grads, activation=activation, losses=losses, generator=generator, **kw)
 
-    loss_list = [l.clone() for l in losses]
+    loss_list = [loss.clone() for loss in losses]
 
     def libmtl_rep_call(m):
         def run():
@@ -291,7 +310,8 @@ def benchmark_shape(name: str, shape: tuple[int, ...], tjd, libmtl, repeats: int
         report = {'ours': mgda_residual(gram, ours_mgda.task_weights)}
         if tjd:
             report['torchjd'] = mgda_residual(gram, tjd.MGDAWeighting()(flat @ flat.T))
-            report['torchjd 1e-6'] = mgda_residual(gram, tjd.MGDAWeighting(epsilon=1e-6, max_iters=10000)(flat @ flat.T))
+            tight = tjd.MGDAWeighting(epsilon=1e-6, max_iters=10000)
+            report['torchjd 1e-6'] = mgda_residual(gram, tight(flat @ flat.T))
         if libmtl:
             m = libmtl_flat_method(libmtl['MGDA'], flat)
             report['libmtl'] = mgda_residual(gram, torch.as_tensor(m.backward(loss_list, mgda_gn='none')))
@@ -353,8 +373,8 @@ def gram_table(shapes: dict[str, tuple[int, ...]], repeats: int) -> str:
 def graddrop_paths_table(shapes: dict[str, tuple[int, ...]], repeats: int) -> str:
     """``--graddrop-paths``: GradDrop's and Random GradDrop's ``combine`` with statistics, compiled pass against the
     PyTorch path; how many elements were decided otherwise (the paths add the tasks in different orders, so an
-    element whose purity lies within rounding of its uniform can go either way, or to neither side at a tie), the largest difference elsewhere, and that
-    of the logged kept fractions."""
+    element whose purity lies within rounding of its uniform can go either way, or to neither side at a tie), the
+    largest difference elsewhere, and that of the logged kept fractions."""
     from graddrop_mtl.methods import GradDrop, RandomGradDrop, graddrop_kernel
 
     if not graddrop_kernel.available(torch.zeros(1)):

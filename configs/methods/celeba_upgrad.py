@@ -1,0 +1,4 @@
+# UPGrad (Quinton & Rey 2024): dual-cone projections averaged
+# The CelebA baseline (configs/celeba/celeba_sum.py) with only the method changed.
+_base_ = '../celeba/celeba_sum.py'
+optim_wrapper = dict(method=dict(_delete_=True, type='UPGrad'))

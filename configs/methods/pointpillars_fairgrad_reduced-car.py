@@ -1,0 +1,5 @@
+# FairGrad (Ban & Ji 2024), alpha = 1 (proportional fairness)
+# The reduced-range PointPillars baseline (configs/pointpillars_waymo/pointpillars_mtl_sum_reduced-car.py)
+# with only the method changed.
+_base_ = '../pointpillars_waymo/pointpillars_mtl_sum_reduced-car.py'
+optim_wrapper = dict(method=dict(_delete_=True, type='FairGrad', alpha=1.0))

@@ -1,0 +1,5 @@
+# GradVac (Wang et al. 2021), EMA rate 0.5 (LibMTL and TorchJD)
+# The reduced-range PointPillars baseline (configs/pointpillars_waymo/pointpillars_mtl_sum_reduced-car.py)
+# with only the method changed.
+_base_ = '../pointpillars_waymo/pointpillars_mtl_sum_reduced-car.py'
+optim_wrapper = dict(method=dict(_delete_=True, type='GradVac', beta=0.5))

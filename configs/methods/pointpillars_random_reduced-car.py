@@ -1,0 +1,5 @@
+# Random (TorchJD; Lin et al. 2022): softmax of a normal draw as the gradient weights, heads unweighted
+# The reduced-range PointPillars baseline (configs/pointpillars_waymo/pointpillars_mtl_sum_reduced-car.py)
+# with only the method changed.
+_base_ = '../pointpillars_waymo/pointpillars_mtl_sum_reduced-car.py'
+optim_wrapper = dict(method=dict(_delete_=True, type='Random'))

@@ -1,0 +1,5 @@
+# UPGrad (Quinton & Rey 2024): dual-cone projections averaged
+# The reduced-range PointPillars baseline (configs/pointpillars_waymo/pointpillars_mtl_sum_reduced-car.py)
+# with only the method changed.
+_base_ = '../pointpillars_waymo/pointpillars_mtl_sum_reduced-car.py'
+optim_wrapper = dict(method=dict(_delete_=True, type='UPGrad'))
