@@ -168,8 +168,11 @@ def run_one_full(method: str, iters: int, warmup: int, device: str) -> dict:
 
 def benchmark_full(args) -> None:
     """``--models pointpillars-full``: every method in its own process, one after the other; the table."""
-    cpu = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')),
-               platform.processor()) if osp.exists('/proc/cpuinfo') else platform.processor()
+    cpu = None
+    if osp.exists('/proc/cpuinfo'):
+        with open('/proc/cpuinfo') as f:
+            cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), None)
+    cpu = cpu or platform.processor()
     methods = [m for m in FULL_METHODS if m == 'plain' or m in args.methods]
     print(f'pointpillars-full ({FULL_CONFIG}, 468 x 468, batch 2): one process per method, {args.warmup} warm-up + '
           f'{args.iters} timed steps, {args.threads} threads, device {args.device}, CPU {cpu}', flush=True)
