@@ -33,34 +33,66 @@ def dense_task_grads(grads_out: list[tuple[Tensor | None, ...]], acts: list[Tens
             for j in range(len(acts))]
 
 
+def used_channels(grad_out: Tensor, channel_dim: int) -> Tensor:
+    """Indices of the output channels (features for ``Linear``) where ``grad_out`` is non-zero anywhere. A channel
+    holding NaN counts as used (``nan != 0``), so a non-finite gradient reaches the finiteness check."""
+    flat = grad_out.movedim(channel_dim % grad_out.dim(), 0).reshape(grad_out.shape[channel_dim], -1)
+    return flat.ne(0).any(1).nonzero().flatten()
+
+
+def _zero_padding(layer: nn.Module) -> tuple[int, ...] | None:
+    """The convolution's padding as a tuple for ``torch.nn.grad.conv*d_input`` when it pads with zeros the same
+    amount on both sides; ``None`` otherwise (another ``padding_mode``, or ``'same'`` with an even kernel extent)."""
+    if layer.padding == 'valid':
+        return (0,) * len(layer.kernel_size)
+    if layer.padding == 'same':
+        total = [d * (k - 1) for d, k in zip(layer.dilation, layer.kernel_size)]
+        if any(t % 2 for t in total):
+            return None
+        padding = tuple(t // 2 for t in total)
+    else:
+        padding = tuple(layer.padding)
+    if layer.padding_mode != 'zeros' and any(padding):
+        return None
+    return padding
+
+
 def linear_input_grad(layer: nn.Module, act: Tensor, grad_out: Tensor) -> Tensor:
     """The gradient at a linear layer's input for ``grad_out`` at its output, using only the output channels
-    (features for ``Linear``) where ``grad_out`` is non-zero."""
+    (features for ``Linear``) where ``grad_out`` is non-zero.
+
+    Convolutions that pad with zeros symmetrically map back by ``torch.nn.grad.conv*d_input``; any other padding
+    (``padding_mode`` ``'reflect'``, ``'replicate'``, ``'circular'``, or ``padding='same'`` with an even kernel
+    extent) by autograd through the layer's own padding and convolution, which is exact for every padding mode."""
     channel_dim = -1 if isinstance(layer, nn.Linear) else 1
-    reduce_dims = [d for d in range(grad_out.dim()) if d != channel_dim % grad_out.dim()]
-    used = grad_out.abs().amax(dim=reduce_dims) > 0
-    if not bool(used.any()):
+    idx = used_channels(grad_out, channel_dim)
+    if not idx.numel():
         return torch.zeros_like(act)
-    idx = used.nonzero().flatten()
     weight = layer.weight.detach().index_select(0, idx)
     g = grad_out.index_select(channel_dim % grad_out.dim(), idx)
     if isinstance(layer, nn.Linear):
         return g @ weight
     if layer.groups != 1:
         raise TypeError(f'linear_heads: grouped convolutions are not supported ({layer})')
+    padding = _zero_padding(layer)
+    if padding is None:
+        with torch.enable_grad():
+            x = act.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(layer._conv_forward(x, weight.to(x.dtype), None), x, g.to(x.dtype))
+        return grad
     fn = (torch.nn.grad.conv1d_input if isinstance(layer, nn.Conv1d) else
           torch.nn.grad.conv2d_input if isinstance(layer, nn.Conv2d) else torch.nn.grad.conv3d_input)
-    return fn(act.shape, weight, g, stride=layer.stride, padding=layer.padding, dilation=layer.dilation)
+    return fn(act.shape, weight, g, stride=layer.stride, padding=padding, dilation=layer.dilation)
 
 
 def is_pointwise(layer: nn.Module) -> bool:
     """``Linear``, or a convolution that maps each position to itself (1x1 kernel, stride 1, no padding, no
-    groups)."""
+    groups; ``padding='same'`` pads nothing with a 1x1 kernel)."""
     if isinstance(layer, nn.Linear):
         return True
     if not isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) or layer.groups != 1:
         return False
-    padding_free = layer.padding == 'valid' or all(p == 0 for p in layer.padding)
+    padding_free = isinstance(layer.padding, str) or all(p == 0 for p in layer.padding)
     return all(k == 1 for k in layer.kernel_size) and all(s == 1 for s in layer.stride) and padding_free
 
 
@@ -91,7 +123,7 @@ def task_blocks(grads_out: list[tuple[Tensor | None, ...]], act: Tensor, head_ca
     task_w: list[Tensor | None] = [None] * n_tasks
     for i, g_outs in enumerate(grads_out):
         gs, ws = [], []
-        for l, g in enumerate(g_outs):
+        for k, g in enumerate(g_outs):
             if g is None:
                 continue
             g = g.reshape(g.shape[0], g.shape[1], -1) if channel_dim == 1 else g.reshape(-1, g.shape[-1])
@@ -101,7 +133,7 @@ def task_blocks(grads_out: list[tuple[Tensor | None, ...]], act: Tensor, head_ca
                 continue
             idx = used.nonzero().flatten()
             gs.append(g.index_select(1 if channel_dim == 1 else -1, idx))
-            ws.append(weights[l].index_select(0, idx))
+            ws.append(weights[k].index_select(0, idx))
             support[i] |= (nonzero.any(1) if channel_dim == 1 else nonzero.any(-1)).reshape(-1)
         if gs:
             task_g[i] = gs[0] if len(gs) == 1 else torch.cat(gs, 1 if channel_dim == 1 else -1)

@@ -98,7 +98,7 @@ def test_linear_heads_give_the_loop_gradients():
     cap = wrapper._capture
     wrapper._capture = None
     names, task_losses = wrapper._task_losses(cap.losses)
-    loop = wrapper._grads_loop(task_losses, cap.detached)
+    loop = wrapper._task_grads.loop(task_losses, cap.detached)
     blocks = wrapper._grads_linear(task_losses, cap.detached, cap.head_calls)
     scale = loop[0].abs().max()
     torch.testing.assert_close(blocks.to_dense(), loop[0], rtol=1e-4, atol=1e-5 * float(scale))

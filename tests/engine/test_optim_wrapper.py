@@ -328,28 +328,6 @@ def test_auto_mode_picks_an_agreeing_mode():
     assert wrapper.grad_mode in ('loop', 'batched', 'linear')
 
 
-def test_auto_mode_times_each_mode_twice_and_keeps_the_faster_run(monkeypatch):
-    """A first run also pays for memory the process has not touched yet; the choice must not follow the order in
-    which the modes are tried. Here 'batched' is slow only on its first run (as a fresh 390 MB stack is on a VM) and
-    still wins on its second."""
-    import graddrop_mtl.engine.optim_wrapper as ow
-    model, wrapper = make(dict(type='GradDrop'), grad_mode='auto')
-    calls, clock = [], [0.0]
-    real = MultiTaskOptimWrapper._grads
-
-    def fake_grads(self, mode, *args):
-        calls.append(mode)
-        first = calls.count(mode) == 1
-        clock[0] += {'loop': 1.0, 'batched': 5.0 if first else 0.5}[mode]
-        return real(self, mode, *args)
-
-    monkeypatch.setattr(MultiTaskOptimWrapper, '_grads', fake_grads)
-    monkeypatch.setattr(ow.time, 'perf_counter', lambda: clock[0])
-    model.train_step(toy_data(), wrapper)
-    assert calls[:4] == ['loop', 'loop', 'batched', 'batched']
-    assert wrapper.grad_mode == 'batched'
-
-
 def test_linear_heads_must_be_linear_and_all_consumers():
     model, wrapper = make(dict(type='Sum'), linear_heads=['trunk'])
     with pytest.raises(TypeError, match="linear_heads: 'trunk' is a Sequential"):

@@ -7,6 +7,8 @@
     python tools/analysis/benchmark_mtl.py --models celeba --task-grad-precision ieee   # exact per-task gradients
     python tools/analysis/benchmark_mtl.py --combine            # also our combine() vs TorchJD / LibMTL
                                                                 # (tools/analysis/benchmark_combine.py)
+    python tools/analysis/benchmark_mtl.py --models pointpillars-full   # the paper's grid and batch: time AND peak
+                                                                        # memory, one method per process
 
 Each model is built from its experiment's config and trained with the stock ``train_step`` on a fixed synthetic
 batch; one optim wrapper per method is built from the config with only ``method`` changed, and the methods take
@@ -17,6 +19,15 @@ For the CelebA net a ``(floor)`` row times, in the same turns, the one product e
 there (the 40 per-task gradients through the first dense layer): its ratio to ``Sum`` is the least any of them
 can add to a step.
 
+``pointpillars-full`` is the paper's Waymo PointPillars at full size (the ``waymoD5`` config: 468 x 468 BEV grid,
+batch 2, the 384-channel neck output shared by nine tasks) on a synthetic full-range batch (150k points per frame,
+30 vehicles). Each method (and ``plain``, mmengine's ``OptimWrapper`` with the config's optimizer and clipping)
+runs in its own process, one after the other, so that the peaks do not mix: building the model, ``--warmup`` steps
+(the first one is where ``grad_mode='auto'`` decides) and ``--iters`` timed steps. Reported per method: median wall
+and CPU seconds per step, the process's peak resident memory (``ru_maxrss``; on a GPU also
+``torch.cuda.max_memory_allocated``), the per-task gradient mode, and the ratios to ``Sum`` (time) and ``plain``
+(memory) with the targets (peak <= 1.10x plain, GradDrop <= 1.05x Sum).
+
 ``--task-grad-precision`` sets the wrappers' ``task_grad_precision`` (the float32 matmul precision of the per-task
 gradient pass; ``bf16``, the CelebA configs' choice on the CPU, is fast on CPUs with AMX; ``ieee`` is exact). With a
 reduced precision the script also prints, on the benchmark batch, how far the per-task gradients then are from the
@@ -25,8 +36,12 @@ exact ones and how often GradDrop (same random draws) keeps the other sign.
 from __future__ import annotations
 
 import argparse
+import json
 import os.path as osp
+import platform
+import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -50,13 +65,13 @@ METHODS = {
 
 
 def pointpillars():
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-
-    import graddrop_mtl.det3d.models  # noqa: F401
     from mmdet3d.registry import MODELS
     from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
     from mmengine.structures import InstanceData
+
+    import graddrop_mtl.det3d.models  # noqa: F401
     cfg = Config.fromfile(osp.join(ROOT, 'configs/pointpillars_waymo/pointpillars_mtl_sum_reduced-car.py'))
     init_default_scope('mmdet3d')
     model = MODELS.build(cfg.model)
@@ -76,6 +91,135 @@ def pointpillars():
         s.set_metainfo(dict(box_type_3d=LiDARInstance3DBoxes))
         samples.append(s)
     return model, cfg.optim_wrapper, dict(inputs=dict(points=inputs), data_samples=samples)
+
+
+#: What ``--models pointpillars-full`` runs, one process each (``plain``: mmengine's ``OptimWrapper``).
+FULL_METHODS = ['plain', 'Sum', 'GradDrop', 'PCGrad', 'MGDA', 'GradNorm']
+FULL_CONFIG = 'configs/pointpillars_waymo/pointpillars_mtl_sum_waymoD5-car.py'
+
+
+def pointpillars_full(points_per_frame: int = 150_000, boxes_per_frame: int = 30):
+    """The full-size model of :data:`FULL_CONFIG` and a synthetic batch of 2 frames over the full range
+    (``[-74.88, 74.88]`` in x and y), vehicles standing on the ground (z = -1 at their bottom)."""
+    from mmdet3d.registry import MODELS
+    from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmengine.structures import InstanceData
+
+    import graddrop_mtl.det3d.models  # noqa: F401
+    cfg = Config.fromfile(osp.join(ROOT, FULL_CONFIG))
+    init_default_scope('mmdet3d')
+    model = MODELS.build(cfg.model)
+    g = torch.Generator().manual_seed(0)
+    inputs, samples = [], []
+    for _ in range(cfg.train_dataloader.batch_size):
+        inputs.append(torch.rand(points_per_frame, 5, generator=g) * torch.tensor([149.76, 149.76, 6, 1, 1])
+                      - torch.tensor([74.88, 74.88, 2, 0, 0]))
+        s = Det3DDataSample()
+        gt = InstanceData()
+        centres = torch.rand(boxes_per_frame, 2, generator=g) * 140 - 70
+        boxes = torch.cat([centres, torch.full((boxes_per_frame, 1), -1.0),
+                           torch.tensor([[4.7, 2.1, 1.8]]).repeat(boxes_per_frame, 1),
+                           torch.rand(boxes_per_frame, 1, generator=g) * 3], 1)
+        gt.bboxes_3d = LiDARInstance3DBoxes(boxes)
+        gt.labels_3d = torch.zeros(boxes_per_frame, dtype=torch.long)
+        s.gt_instances_3d = gt
+        s.set_metainfo(dict(box_type_3d=LiDARInstance3DBoxes))
+        samples.append(s)
+    return model, cfg.optim_wrapper, dict(inputs=dict(points=inputs), data_samples=samples)
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident set size (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == 'darwin' else peak * 1024)
+
+
+def run_one_full(method: str, iters: int, warmup: int, device: str) -> dict:
+    """One method at full size in this process: build, ``warmup`` + ``iters`` steps; times and peaks."""
+    from mmengine.optim import build_optim_wrapper
+    model, wrapper_cfg, data = pointpillars_full()
+    if device == 'cuda':
+        model = model.cuda()
+        torch.cuda.reset_peak_memory_stats()
+    if method == 'plain':
+        cfg = dict(type='OptimWrapper', optimizer=wrapper_cfg['optimizer'], clip_grad=wrapper_cfg.get('clip_grad'))
+    else:
+        cfg = dict(wrapper_cfg, method=METHODS[method])
+    wrapper = build_optim_wrapper(model, cfg)
+    walls, cpus = [], []
+    for i in range(warmup + iters):
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        w0, c0 = time.perf_counter(), time.process_time()
+        model.train_step(data, wrapper)
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        if i >= warmup:
+            walls.append(time.perf_counter() - w0)
+            cpus.append(time.process_time() - c0)
+    out = dict(method=method, wall=statistics.median(walls), cpu=statistics.median(cpus),
+               peak_rss=peak_rss_bytes(), grad_mode=getattr(wrapper, 'grad_mode', '-'))
+    if device == 'cuda':
+        out['cuda_peak'] = int(torch.cuda.max_memory_allocated())
+    return out
+
+
+def benchmark_full(args) -> None:
+    """``--models pointpillars-full``: every method in its own process, one after the other; the table."""
+    cpu = None
+    if osp.exists('/proc/cpuinfo'):
+        with open('/proc/cpuinfo') as f:
+            cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), None)
+    cpu = cpu or platform.processor()
+    methods = [m for m in FULL_METHODS if m == 'plain' or m in args.methods]
+    print(f'pointpillars-full ({FULL_CONFIG}, 468 x 468, batch 2): one process per method, {args.warmup} warm-up + '
+          f'{args.iters} timed steps, {args.threads} threads, device {args.device}, CPU {cpu}', flush=True)
+    rows = []
+    for method in methods:
+        cmd = [sys.executable, osp.abspath(__file__), '--one-full', method, '--iters', str(args.iters),
+               '--warmup', str(args.warmup), '--threads', str(args.threads), '--device', args.device]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        result = next((json.loads(line[len('RESULT '):]) for line in proc.stdout.splitlines()
+                       if line.startswith('RESULT ')), None)
+        if proc.returncode != 0 or result is None:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            print(f'{method}: failed (exit {proc.returncode}): ' + ' | '.join(tail), flush=True)
+            rows.append(dict(method=method, failed=True))
+            continue
+        print(f"{method}: {result['wall']:.2f} s/step wall, {result['cpu']:.2f} s CPU, peak RSS "
+              f"{result['peak_rss'] / 2**30:.2f} GiB, grad mode {result['grad_mode']}", flush=True)
+        rows.append(result)
+    ok = {r['method']: r for r in rows if not r.get('failed')}
+    plain, base = ok.get('plain'), ok.get('Sum')
+    cuda = args.device == 'cuda'
+    print('\n| method | grad mode | wall s/step | CPU s/step | wall / Sum | CPU / Sum | peak RSS GiB | peak / plain |'
+          + (' CUDA peak GiB | CUDA peak / plain |' if cuda else ''))
+    print('|---|---|---|---|---|---|---|---|' + ('---|---|' if cuda else ''))
+    for r in rows:
+        if r.get('failed'):
+            print(f"| {r['method']} | failed | | | | | | |")
+            continue
+        line = (f"| {r['method']} | {r['grad_mode']} | {r['wall']:.2f} | {r['cpu']:.2f} | "
+                f"{r['wall'] / base['wall'] if base else float('nan'):.3f} | "
+                f"{r['cpu'] / base['cpu'] if base else float('nan'):.3f} | {r['peak_rss'] / 2**30:.2f} | "
+                f"{r['peak_rss'] / plain['peak_rss'] if plain else float('nan'):.3f} |")
+        if cuda:
+            line += (f" {r['cuda_peak'] / 2**30:.2f} | "
+                     f"{r['cuda_peak'] / plain['cuda_peak'] if plain else float('nan'):.3f} |")
+        print(line)
+    if plain and base:
+        key = 'cuda_peak' if cuda else 'peak_rss'
+        worst = max((r[key] / plain[key], r['method']) for r in ok.values())
+        print(f'\ntargets: every peak <= 1.10x plain: worst {worst[1]} {worst[0]:.3f}x -> '
+              f"{'met' if worst[0] <= 1.10 else 'NOT met'}", end='')
+        if 'GradDrop' in ok:
+            t_wall = ok['GradDrop']['wall'] / base['wall']
+            t_cpu = ok['GradDrop']['cpu'] / base['cpu']
+            print(f'; GradDrop step <= 1.05x Sum: wall {t_wall:.3f}x, CPU {t_cpu:.3f}x -> '
+                  f"{'met' if min(t_wall, t_cpu) <= 1.05 else 'NOT met'}", end='')
+        print(flush=True)
 
 
 def celeba(size=(64, 64)):
@@ -187,7 +331,8 @@ def time_methods(model, wrapper_cfg, data, methods: dict, iters: int, warmup: in
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--models', nargs='+', default=['pointpillars', 'celeba'], choices=['pointpillars', 'celeba'])
+    p.add_argument('--models', nargs='+', default=['pointpillars', 'celeba'],
+                   choices=['pointpillars', 'celeba', 'pointpillars-full'])
     p.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
     p.add_argument('--iters', type=int, default=3)
     p.add_argument('--warmup', type=int, default=2)
@@ -201,11 +346,19 @@ def main():
                    help="the wrappers' task_grad_precision (default: the config's; the CelebA configs' is bf16 on "
                         'the CPU, ieee gives exact per-task gradients)')
     p.add_argument('--combine', action='store_true', help='also run benchmark_combine.py (peers)')
+    p.add_argument('--device', default='cpu', choices=['cpu', 'cuda'], help='pointpillars-full only')
+    p.add_argument('--one-full', default=None, choices=FULL_METHODS, help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     kept = keep_freed_memory()
+    if args.one_full:
+        print('RESULT ' + json.dumps(run_one_full(args.one_full, args.iters, args.warmup, args.device)), flush=True)
+        return
     print(f'freed memory kept for reuse (graddrop_mtl.engine.memory): {kept}')
     for name in args.models:
+        if name == 'pointpillars-full':
+            benchmark_full(args)
+            continue
         model, wrapper_cfg, data = pointpillars() if name == 'pointpillars' else celeba(tuple(args.celeba_size))
         if args.stats_interval is not None:
             wrapper_cfg = dict(wrapper_cfg, stats_interval=args.stats_interval)
