@@ -6,12 +6,17 @@
   one backward; registered in mmengine's root ``OPTIM_WRAPPERS`` so that every scope finds it.
 * :mod:`graddrop_mtl.registry` - the ``graddrop_mtl`` scope (models, datasets, metrics of the sine, CelebA and
   CIFAR-100 experiments) and where everything registers.
-* :mod:`graddrop_mtl.det3d` - PointPillars with nine task losses, Waymo data and metric (mmdet3d registries);
-  imported by the Waymo configs through ``custom_imports``.
+* :mod:`graddrop_mtl.det3d` - PointPillars with nine task losses, Waymo data and metric (mmdet3d registries).
+
+``import graddrop_mtl`` (with mmengine) registers everything a config can name: the optim wrapper, the methods,
+the ``graddrop_mtl`` scope, and, where mmdet3d is installed, ``MultiTaskAnchor3DHead`` and ``WaymoAPMetric`` in
+mmdet3d's registries. It also lets ``torch.load(weights_only=True)`` read mmengine checkpoints
+(:func:`graddrop_mtl.engine.launch.allow_mmengine_checkpoints`), so stock tools such as mmdet3d's ``init_model``
+load them with no environment variable.
 
 A config uses the components with::
 
-    custom_imports = dict(imports=['graddrop_mtl'], allow_failed_imports=False)
+    custom_imports = dict(imports=['graddrop_mtl'], allow_failed_imports=False)   # or custom_imports=['graddrop_mtl']
     optim_wrapper = dict(type='MultiTaskOptimWrapper', optimizer=dict(type='Adam', lr=1e-3),
                          method=dict(type='GradDrop'), shared='neck')
 """
@@ -19,9 +24,32 @@ from . import methods  # noqa: F401  (plain PyTorch; importable without mmengine
 
 __version__ = '0.1.0'
 
+
+def _register_det3d() -> None:
+    """Register the 3D detection components in mmdet3d's registries when mmdet3d is installed (and say why not
+    when it is installed but does not import); without mmdet3d, nothing happens."""
+    import importlib.util
+    try:
+        installed = importlib.util.find_spec('mmdet3d') is not None
+    except (ImportError, ValueError):
+        installed = False
+    if not installed:
+        return
+    try:
+        from .det3d import evaluation, models  # noqa: F401
+    except ImportError as err:   # e.g. mmcv without its compiled ops: the other experiments still work
+        import warnings
+        warnings.warn(f'graddrop_mtl: mmdet3d is installed but its components could not be registered '
+                      f'(MultiTaskAnchor3DHead, WaymoAPMetric): {err!r}', RuntimeWarning, stacklevel=2)
+
+
 try:
     import mmengine  # noqa: F401
 except ImportError:  # pragma: no cover - the methods alone work without mmengine
     pass
 else:
     from . import engine, registry  # noqa: F401
+    from .engine.launch import allow_mmengine_checkpoints
+
+    allow_mmengine_checkpoints()
+    _register_det3d()
