@@ -210,3 +210,37 @@ def test_example_trains_tests_and_loads_in_init_model(synthetic_waymo, tmp_path,
     assert result['heads'] == {'trained': head, 'stock': 'Anchor3DHead'}
     assert result['num_boxes'] > 0
     assert result['identical'] == {'trained': True, 'stock': True}
+
+
+def test_readme_shows_the_example_config(repo_root):
+    """The README's snippet is the example config's code, line for line."""
+    readme = (Path(repo_root) / 'configs/pointpillars_waymo/README.md').read_text()
+    code = [line.split('  # noqa')[0] for line in (Path(repo_root) / EXAMPLES['Anchor3DHead']).read_text().splitlines()
+            if line and not line.startswith('#')]
+    snippet = readme.split("## GradDrop on mmdet3d's stock config")[1].split('```python\n')[1].split('```')[0]
+    assert snippet.splitlines() == code
+
+
+def test_d5_is_taken_once(repo_root):
+    """configs/pointpillars_waymo/README.md's create_data command and the configs' load_interval together keep one
+    training frame in five for the waymoD5 configs (not 1/25) and every frame for the reduced ones; the README's
+    override for data converted with --load-interval 5 sets the configs' interval to 1."""
+    import re
+    root = Path(repo_root)
+    readme = (root / 'configs/pointpillars_waymo/README.md').read_text()
+    commands = [line for line in readme.splitlines() if line.startswith('python tools/create_data.py waymo')]
+    assert commands
+    for command in commands:
+        found = re.search(r'--load-interval[ =](\d+)', command)
+        conversion = int(found.group(1)) if found else 1
+        for path in sorted((root / 'configs/pointpillars_waymo').glob('*.py')):
+            dataset = load(path).train_dataloader.dataset
+            interval = (dataset.dataset if dataset.type == 'RepeatDataset' else dataset).load_interval
+            expected = 5 if 'waymoD5' in path.name else 1
+            assert conversion * interval == expected, (command, path.name, interval)
+    override = 'train_dataloader.dataset.dataset.load_interval=1'
+    assert f'--cfg-options {override}' in readme
+    cfg = load(root / 'configs/pointpillars_waymo/pointpillars_mtl_graddrop_waymoD5-car.py')
+    key, value = override.split('=')
+    cfg.merge_from_dict({key: int(value)})
+    assert cfg.train_dataloader.dataset.dataset.load_interval == 1

@@ -507,14 +507,13 @@ def test_metric_with_the_stock_car_test_pipeline(synthetic_waymo, tmp_path, load
     makes dataset positions differ from info positions."""
     import copy
 
-    from mmengine.evaluator import Evaluator
-    from mmengine.registry import DefaultScope
-
     import mmdet3d.datasets  # noqa: F401  (registers WaymoDataset and the transforms)
+    import torch
     from mmdet3d.registry import DATASETS
     from mmdet3d.structures import LiDARInstance3DBoxes
+    from mmengine.evaluator import Evaluator
+    from mmengine.registry import DefaultScope
     from mmengine.structures import InstanceData
-    import torch
 
     cfg = stock_mmdet3d_config(STOCK_CAR)
     root = str(synthetic_waymo / 'kitti_format') + '/'

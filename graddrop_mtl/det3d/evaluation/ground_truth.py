@@ -1,9 +1,10 @@
 """Waymo ground truth from mmdet3d 1.4 (v2) info files, with Waymo's difficulty rule.
 
 An info file is a pickle (``mmengine.load``) holding ``{'metainfo': {...}, 'data_list': [sample, ...]}``; each sample
-has ``context_name``, ``timestamp``, ``instances`` and usually ``lidar_points['lidar_path']``, each instance ``bbox_3d`` (mmdet3d LiDAR box:
-bottom-centre x, y, z, dx, dy, dz, yaw), ``bbox_label_3d`` (index into the metainfo classes, -1 for ignored
-classes), ``num_lidar_pts`` and ``difficulty`` (Waymo's ``detection_difficulty_level``: 0 unknown, 1, 2).
+has ``context_name``, ``timestamp``, ``instances`` and usually ``lidar_points['lidar_path']``, each instance
+``bbox_3d`` (mmdet3d LiDAR box: bottom-centre x, y, z, dx, dy, dz, yaw), ``bbox_label_3d`` (index into the metainfo
+classes, -1 for ignored classes), ``num_lidar_pts`` and ``difficulty`` (Waymo's ``detection_difficulty_level``:
+0 unknown, 1, 2).
 
 Levels follow ``compute_detection_metrics_main.cc`` (the tool that mmdet3d's ``WaymoMetric`` runs):
 
