@@ -10,7 +10,7 @@
 
 ``import graddrop_mtl`` (with mmengine) registers everything a config can name: the optim wrapper, the methods,
 the ``graddrop_mtl`` scope, and, where mmdet3d is installed, ``MultiTaskAnchor3DHead`` and ``WaymoAPMetric`` in
-mmdet3d's registries. It also lets ``torch.load(weights_only=True)`` read mmengine checkpoints
+mmdet3d's registries (imported with mmdet3d's own modules, on the registries' first lookup). It also lets ``torch.load(weights_only=True)`` read mmengine checkpoints
 (:func:`graddrop_mtl.engine.launch.allow_mmengine_checkpoints`), so stock tools such as mmdet3d's ``init_model``
 load them with no environment variable.
 
@@ -26,8 +26,11 @@ __version__ = '0.1.0'
 
 
 def _register_det3d() -> None:
-    """Register the 3D detection components in mmdet3d's registries when mmdet3d is installed (and say why not
-    when it is installed but does not import); without mmdet3d, nothing happens."""
+    """Where mmdet3d is installed, have its ``MODELS`` and ``METRICS`` registries import ``graddrop_mtl.det3d.models``
+    and ``graddrop_mtl.det3d.evaluation`` when they import mmdet3d's own modules: on their first lookup (mmengine's
+    registry ``locations``), so a process that never builds an mmdet3d component does not pay for importing
+    mmdet3d's models; at once if that lookup already happened. Without mmdet3d, nothing happens."""
+    import importlib
     import importlib.util
     try:
         installed = importlib.util.find_spec('mmdet3d') is not None
@@ -36,11 +39,18 @@ def _register_det3d() -> None:
     if not installed:
         return
     try:
-        from .det3d import evaluation, models  # noqa: F401
-    except ImportError as err:   # e.g. mmcv without its compiled ops: the other experiments still work
+        from mmdet3d import registry as det3d_registry
+    except ImportError as err:   # e.g. a broken mmcv: the other experiments still work
         import warnings
-        warnings.warn(f'graddrop_mtl: mmdet3d is installed but its components could not be registered '
-                      f'(MultiTaskAnchor3DHead, WaymoAPMetric): {err!r}', RuntimeWarning, stacklevel=2)
+        warnings.warn(f'graddrop_mtl: mmdet3d is installed but does not import, so MultiTaskAnchor3DHead and '
+                      f'WaymoAPMetric are not registered: {err!r}', RuntimeWarning, stacklevel=2)
+        return
+    for registry, module in ((det3d_registry.MODELS, 'graddrop_mtl.det3d.models'),
+                             (det3d_registry.METRICS, 'graddrop_mtl.det3d.evaluation')):
+        if registry._imported:            # its locations were imported already: register now
+            importlib.import_module(module)
+        elif module not in (registry._locations or []):
+            registry._locations = [*(registry._locations or []), module]
 
 
 try:

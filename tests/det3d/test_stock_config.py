@@ -60,18 +60,24 @@ def test_example_is_the_stock_config_plus_the_wrapper(repo_root, head):
     assert cfg == stock
 
 
-def test_importing_graddrop_mtl_registers_every_component():
-    """``custom_imports=dict(imports=['graddrop_mtl'])`` is all a config needs: a fresh process that imports only
-    the package finds the head, the metric and the wrapper in mmdet3d's scope."""
-    code = ('import graddrop_mtl\n'
-            'from mmengine.registry import DefaultScope, OPTIM_WRAPPERS\n'
+@pytest.mark.parametrize('mmdet3d_first', [False, True], ids=['graddrop_mtl-first', 'mmdet3d-registry-used-first'])
+def test_importing_graddrop_mtl_registers_every_component(mmdet3d_first):
+    """``custom_imports=dict(imports=['graddrop_mtl'])`` is all a config needs: in a fresh process that imports the
+    package, mmdet3d's registries find the head and the metric (imported on their first lookup, so the import
+    itself does not load mmdet3d's models), also when mmdet3d's registries were used before; the wrapper too."""
+    code = ('import sys\n'
+            + ("from mmdet3d.registry import MODELS as M, METRICS as E\n"
+               "M.get('Anchor3DHead'), E.get('WaymoMetric')\n" if mmdet3d_first else '')
+            + 'import graddrop_mtl\n'
+            "print('graddrop_mtl.det3d.models' in sys.modules)\n"
+            'from mmengine.registry import OPTIM_WRAPPERS\n'
             'from mmdet3d.registry import MODELS, METRICS\n'
-            "with DefaultScope.overwrite_default_scope('mmdet3d'):\n"
-            "    print(MODELS.get('MultiTaskAnchor3DHead').__name__, METRICS.get('WaymoAPMetric').__name__,\n"
-            "          OPTIM_WRAPPERS.get('MultiTaskOptimWrapper').__name__)\n")
+            "print(MODELS.get('MultiTaskAnchor3DHead').__name__, METRICS.get('WaymoAPMetric').__name__,\n"
+            "      OPTIM_WRAPPERS.get('MultiTaskOptimWrapper').__name__)\n")
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=_clean_env())
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.split() == ['MultiTaskAnchor3DHead', 'WaymoAPMetric', 'MultiTaskOptimWrapper']
+    assert out.stdout.split() == [str(mmdet3d_first), 'MultiTaskAnchor3DHead', 'WaymoAPMetric',
+                                  'MultiTaskOptimWrapper']
 
 
 def test_import_without_mmdet3d(tmp_path):
