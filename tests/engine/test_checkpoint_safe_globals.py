@@ -43,3 +43,19 @@ def test_the_allowed_getattr_reaches_only_history_buffer_methods(tmp_path, obj, 
         pickle.dump({'x': _Getattr(obj, name)}, f, protocol=2)
     with pytest.raises(pickle.UnpicklingError, match='only public methods of mmengine'):
         torch.load(path, weights_only=True)
+
+
+def test_the_tools_checkpoint_loader_stays_weights_only(tmp_path):
+    """What tools/train.py and tools/test.py set up (trust_local_checkpoints) loads through mmengine's own loader
+    with weights_only=True: an mmengine checkpoint loads, a file with anything else is refused."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    from graddrop_mtl.engine.launch import trust_local_checkpoints
+    trust_local_checkpoints()
+    hub = MessageHub.get_instance('test_the_tools_checkpoint_loader')
+    hub.update_scalar('train/loss', 1.0)
+    torch.save(dict(state_dict={'w': torch.ones(2)}, message_hub=hub.state_dict()), tmp_path / 'ok.pth')
+    assert torch.equal(CheckpointLoader.load_checkpoint(str(tmp_path / 'ok.pth'))['state_dict']['w'], torch.ones(2))
+    torch.save(dict(state_dict={}, other=_Getattr(np.ndarray, 'tofile')), tmp_path / 'evil.pth')
+    with pytest.raises(pickle.UnpicklingError):
+        CheckpointLoader.load_checkpoint(str(tmp_path / 'evil.pth'))
