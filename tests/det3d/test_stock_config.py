@@ -93,6 +93,25 @@ def test_import_without_mmdet3d(tmp_path):
     assert out.stdout.split() == ['MultiTaskOptimWrapper', 'False']
 
 
+def test_a_broken_mmdet3d_is_named_not_fatal():
+    """mmdet3d installed but not importable (here its registry module is hidden): ``import graddrop_mtl`` warns,
+    naming the error and what is not registered, and the rest works."""
+    code = ('import sys, warnings\n'
+            "sys.modules['mmdet3d.registry'] = None\n"
+            'with warnings.catch_warnings(record=True) as caught:\n'
+            "    warnings.simplefilter('always')\n"
+            '    import graddrop_mtl\n'
+            'from mmengine.registry import OPTIM_WRAPPERS\n'
+            "print(OPTIM_WRAPPERS.get('MultiTaskOptimWrapper').__name__)\n"
+            "print([str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)])\n")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=_clean_env())
+    assert out.returncode == 0, out.stderr[-3000:]
+    name, messages = out.stdout.strip().splitlines()[-2:]
+    assert name == 'MultiTaskOptimWrapper'
+    assert 'mmdet3d is installed but does not import' in messages and 'MultiTaskAnchor3DHead' in messages
+    assert 'mmdet3d.registry' in messages
+
+
 def _clean_env(**extra):
     env = {k: v for k, v in os.environ.items() if k != 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'}
     env.update(OMP_NUM_THREADS='1', **extra)
