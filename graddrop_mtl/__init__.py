@@ -10,13 +10,13 @@
 
 ``import graddrop_mtl`` (with mmengine) registers everything a config can name: the optim wrapper, the methods,
 the ``graddrop_mtl`` scope, and, where mmdet3d is installed, ``MultiTaskAnchor3DHead`` and ``WaymoAPMetric`` in
-mmdet3d's registries (imported with mmdet3d's own modules, on the registries' first lookup). It also lets ``torch.load(weights_only=True)`` read mmengine checkpoints
-(:func:`graddrop_mtl.engine.launch.allow_mmengine_checkpoints`), so stock tools such as mmdet3d's ``init_model``
-load them with no environment variable.
+mmdet3d's registries (imported with mmdet3d's own modules, on the registries' first lookup). It also lets
+``torch.load(weights_only=True)`` read mmengine checkpoints (:func:`graddrop_mtl.engine.launch.allow_mmengine_checkpoints`),
+so stock tools such as mmdet3d's ``init_model`` load them with no environment variable.
 
 A config uses the components with::
 
-    custom_imports = dict(imports=['graddrop_mtl'], allow_failed_imports=False)   # or custom_imports=['graddrop_mtl']
+    custom_imports = dict(imports=['graddrop_mtl'], allow_failed_imports=False)
     optim_wrapper = dict(type='MultiTaskOptimWrapper', optimizer=dict(type='Adam', lr=1e-3),
                          method=dict(type='GradDrop'), shared='neck')
 """
