@@ -11,8 +11,9 @@
 ``import graddrop_mtl`` (with mmengine) registers everything a config can name: the optim wrapper, the methods,
 the ``graddrop_mtl`` scope, and, where mmdet3d is installed, ``MultiTaskAnchor3DHead`` and ``WaymoAPMetric`` in
 mmdet3d's registries (imported with mmdet3d's own modules, on the registries' first lookup). It also lets
-``torch.load(weights_only=True)`` read mmengine checkpoints (:func:`graddrop_mtl.engine.launch.allow_mmengine_checkpoints`),
-so stock tools such as mmdet3d's ``init_model`` load them with no environment variable.
+``torch.load(weights_only=True)`` read mmengine checkpoints
+(:func:`graddrop_mtl.engine.launch.allow_mmengine_checkpoints`), so stock tools such as mmdet3d's ``init_model``
+load them with no environment variable.
 
 A config uses the components with::
 
