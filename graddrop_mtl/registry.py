@@ -5,8 +5,8 @@ Where each component registers, and what a config writes to use it:
 ==========================  ==========================================  ============================================
 component                   registry                                    config
 ==========================  ==========================================  ============================================
-``MultiTaskOptimWrapper``   mmengine's root ``OPTIM_WRAPPERS``          ``optim_wrapper=dict(type='MultiTaskOptimWrapper', ...)``
-                            (found from every scope: mmdet3d's too)
+``MultiTaskOptimWrapper``   mmengine's root ``OPTIM_WRAPPERS``          ``optim_wrapper=dict(``
+                            (found from every scope: mmdet3d's too)     ``type='MultiTaskOptimWrapper', ...)``
 multitask methods           :data:`MTL_METHODS` (mirror of              ``method=dict(type='GradDrop', ...)`` inside
                             ``graddrop_mtl.methods.METHODS``)           the optim wrapper
 ``MMCPUDistributedDataParallel``  mmengine's root ``MODEL_WRAPPERS``    set by ``tools/train.py`` for CPU (gloo) runs
