@@ -5,19 +5,21 @@ Where each component registers, and what a config writes to use it:
 ==========================  ==========================================  ============================================
 component                   registry                                    config
 ==========================  ==========================================  ============================================
-``MultiTaskOptimWrapper``   mmengine's root ``OPTIM_WRAPPERS``          ``optim_wrapper=dict(type='MultiTaskOptimWrapper', ...)``
-                            (found from every scope: mmdet3d's too)
+``MultiTaskOptimWrapper``   mmengine's root ``OPTIM_WRAPPERS``          ``optim_wrapper=dict(``
+                            (found from every scope: mmdet3d's too)     ``type='MultiTaskOptimWrapper', ...)``
 multitask methods           :data:`MTL_METHODS` (mirror of              ``method=dict(type='GradDrop', ...)`` inside
                             ``graddrop_mtl.methods.METHODS``)           the optim wrapper
 ``MMCPUDistributedDataParallel``  mmengine's root ``MODEL_WRAPPERS``    set by ``tools/train.py`` for CPU (gloo) runs
 sine / CelebA / CIFAR-100   :data:`MODELS`, :data:`DATASETS`,           ``default_scope='graddrop_mtl'``
 models, datasets, metrics   :data:`METRICS` (scope ``graddrop_mtl``)
-PointPillars MTL head,      mmdet3d's ``MODELS`` / ``METRICS`` /        ``default_scope='mmdet3d'`` and
-Waymo metric, transforms    ``TRANSFORMS``                              ``imports=['graddrop_mtl.det3d.models', 'graddrop_mtl.det3d.evaluation']``
+PointPillars MTL head,      mmdet3d's ``MODELS`` / ``METRICS``          ``default_scope='mmdet3d'`` (registered by
+Waymo metric                                                            ``import graddrop_mtl`` where mmdet3d is
+                                                                        installed)
 ==========================  ==========================================  ============================================
 
-Every config also writes ``custom_imports=dict(imports=['graddrop_mtl'], allow_failed_imports=False)``; modules of
-the ``graddrop_mtl`` scope are then imported on first use through the registries' ``locations``.
+Every config writes ``custom_imports=dict(imports=['graddrop_mtl'], allow_failed_imports=False)``, and that is all it
+needs: ``import graddrop_mtl`` registers the optim wrapper, the methods and the mmdet3d components; modules of the
+``graddrop_mtl`` scope are imported on first use through the registries' ``locations``.
 """
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS

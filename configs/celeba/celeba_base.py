@@ -47,17 +47,17 @@ test_evaluator = val_evaluator
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=120000, val_interval=4000)
 
 # One task per loss_<attribute> key (40, in attribute order); per-task logging is off (40 x 3 scalars per line).
-# The 40 per-task gradients at the backbone output go through DENSE-512's [512, 32768] weight: on a CPU that product
-# runs with bfloat16 inputs and float32 accumulation (oneDNN, fast on CPUs with AMX), about 4e-3 of each task's
-# largest value off (tools/analysis/benchmark_mtl.py --models celeba --task-grad-precision bf16 prints it); the one
-# backward through the trunk and the heads stays float32. Exact per-task gradients:
-# --cfg-options optim_wrapper.task_grad_precision=None
+# The per-task gradients are exact (float32). Opt-in approximation: the 40 per-task gradients at the backbone output
+# go through DENSE-512's [512, 32768] weight, and with
+#   --cfg-options optim_wrapper.task_grad_precision.cpu=bf16
+# that product runs on the CPU with bfloat16 inputs and float32 accumulation: faster on CPUs with AMX, about 4e-3
+# of each task's largest value off; on CPUs without oneDNN's bf16 fast path (AVX-512 BF16 without AMX, or none) it
+# changes nothing. The one backward through the trunk and the heads stays float32 either way (README.md).
 optim_wrapper = dict(
     type='MultiTaskOptimWrapper',
     optimizer=dict(type='Adam', lr=1e-3, betas=(0.9, 0.999)),
     method=dict(type='Sum'),
     shared='backbone',
-    task_grad_precision=dict(cpu='bf16'),
     log_per_task=False)
 # lr = 1e-3 * 0.96^floor(step / 2400); `end` is explicit so that any max_iters builds.
 param_scheduler = [dict(type='StepLR', by_epoch=False, begin=0, end=1000000000, step_size=2400, gamma=0.96)]

@@ -78,3 +78,24 @@ def test_optim_wrapper_builds(name, tiny_model):
     wrapper = build_optim_wrapper(tiny_model, _load(name).optim_wrapper)
     assert isinstance(wrapper, MultiTaskOptimWrapper)
     assert type(wrapper.method).__name__ == METHOD_CONFIGS[name][0]
+
+
+@pytest.mark.parametrize('name', sorted(METHOD_CONFIGS) + ['celeba_base.py'])
+def test_per_task_gradients_are_exact_by_default(name, tiny_model):
+    """A reproduction config computes the method exactly: no reduced matmul precision unless the user asks."""
+    init_default_scope('graddrop_mtl')
+    wrapper = build_optim_wrapper(tiny_model, _load(name).optim_wrapper)
+    assert wrapper.task_grad_precision is None
+
+
+def test_bf16_is_one_documented_option_away(tiny_model):
+    """The opt-in that configs/celeba/README.md and celeba_base.py document builds the CPU-only bf16 setting."""
+    cfg = _load('celeba_graddrop.py')
+    option = 'optim_wrapper.task_grad_precision.cpu=bf16'
+    assert option in open(osp.join(CONFIG_DIR, 'celeba_base.py')).read()
+    assert option in open(osp.join(CONFIG_DIR, 'README.md')).read()
+    key, value = option.split('=')
+    cfg.merge_from_dict({key: value})
+    init_default_scope('graddrop_mtl')
+    wrapper = build_optim_wrapper(tiny_model, cfg.optim_wrapper)
+    assert wrapper.task_grad_precision == dict(cpu='bf16')

@@ -342,7 +342,7 @@ def test_ground_truth_errors_name_file_and_key(tmp_path):
         pickle.dump(infos, f)
     truth = WaymoGroundTruth(str(path))
     with pytest.raises(KeyError, match='no frame with context_name'):
-        truth.find('segment-unknown', 1, 0)
+        truth.find('segment-unknown', 1)
 
 
 def test_backend_selection_and_missing_environment(tmp_path):
@@ -464,3 +464,80 @@ def test_metric_reads_the_converters_infos(synthetic_waymo, tmp_path):
             for level in ('L1', 'L2'):
                 assert metrics[f'Waymo metric/{report}/{level} mAP'] == pytest.approx(1.0, abs=1e-6)
                 assert metrics[f'Waymo metric/{report}/{level} BEV mAPH'] == pytest.approx(aph, abs=1e-6)
+
+
+STOCK_CAR = 'pointpillars/pointpillars_hv_secfpn_sbn-all_16xb2-2x_waymoD5-3d-car.py'
+
+
+def stock_mmdet3d_config(name: str):
+    """A config of the installed mmdet3d package (its ``.mim/configs``), unmodified."""
+    from pathlib import Path
+
+    import mmdet3d
+    from mmengine.config import Config
+    return Config.fromfile(str(Path(mmdet3d.__file__).parent / '.mim' / 'configs' / name))
+
+
+def test_ground_truth_finds_frames_by_point_cloud_file(tmp_path):
+    infos, _, _, _ = make_infos(1)
+    for k, s in enumerate(infos['data_list']):
+        s['lidar_points'] = dict(lidar_path=f'{1000000 + k}.bin')
+    path = tmp_path / 'infos.pkl'
+    path.write_bytes(pickle.dumps(infos))
+    truth = WaymoGroundTruth(str(path))
+    last = len(infos['data_list']) - 1
+    assert truth.find(lidar_path=f'data/waymo/kitti_format/training/velodyne/{1000000 + last}.bin') == last
+    s = infos['data_list'][1]     # (context_name, timestamp) first, when given
+    assert truth.find(s['context_name'], s['timestamp'], lidar_path=f'{1000000 + last}.bin') == 1
+    with pytest.raises(KeyError, match=r"no frame with the point cloud file '999\.bin'"):
+        truth.find(lidar_path='velodyne/999.bin', sample_idx=0)
+    with pytest.raises(KeyError, match=r"sample 0 carries neither context_name/timestamp nor lidar_path"):
+        truth.find(sample_idx=0)
+    infos['data_list'][0]['lidar_points'] = dict(lidar_path=f'{1000000 + last}.bin')
+    path.write_bytes(pickle.dumps(infos))
+    with pytest.raises(KeyError, match='several frames have the point cloud file'):
+        WaymoGroundTruth(str(path)).find(lidar_path=f'{1000000 + last}.bin')
+
+
+@pytest.mark.parametrize('load_interval', [1, 2])
+def test_metric_with_the_stock_car_test_pipeline(synthetic_waymo, tmp_path, load_interval):
+    """mmdet3d 1.4's stock car config (``Pack3DDetInputs(keys=['points'])``, default meta keys: no context_name or
+    timestamp, and ``sample_idx`` replaced by the dataset position) feeds WaymoAPMetric through mmengine's Evaluator:
+    predictions equal to each frame's cars score AP = 1 (a frame mix-up would not), also when ``load_interval``
+    makes dataset positions differ from info positions."""
+    import copy
+
+    import mmdet3d.datasets  # noqa: F401  (registers WaymoDataset and the transforms)
+    import torch
+    from mmdet3d.registry import DATASETS
+    from mmdet3d.structures import LiDARInstance3DBoxes
+    from mmengine.evaluator import Evaluator
+    from mmengine.registry import DefaultScope
+    from mmengine.structures import InstanceData
+
+    cfg = stock_mmdet3d_config(STOCK_CAR)
+    root = str(synthetic_waymo / 'kitti_format') + '/'
+    ds_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
+    ds_cfg.update(data_root=root, load_interval=load_interval)
+    with DefaultScope.overwrite_default_scope('mmdet3d'):
+        dataset = DATASETS.build(ds_cfg)
+        evaluator = Evaluator(dict(type='WaymoAPMetric', ann_file=root + 'waymo_infos_val.pkl', backend='native',
+                                   out_file=None))
+    evaluator.dataset_meta = dataset.metainfo
+    assert len(dataset) == len(range(0, 3, load_interval))
+    cars = 0
+    for i in range(len(dataset)):
+        sample = dataset[i]['data_samples']
+        assert 'context_name' not in sample.metainfo and sample.sample_idx == i   # what survives: lidar_path
+        ann = dataset.get_data_info(i)['eval_ann_info']
+        keep = ann['gt_labels_3d'] == 0
+        boxes = ann['gt_bboxes_3d'].tensor[torch.from_numpy(keep)]
+        cars += len(boxes)
+        sample.pred_instances_3d = InstanceData(bboxes_3d=LiDARInstance3DBoxes(boxes),
+                                                scores_3d=torch.full((len(boxes),), 0.9),
+                                                labels_3d=torch.zeros(len(boxes), dtype=torch.long))
+        evaluator.process([sample], data_batch={})
+    assert cars > 0
+    metrics = evaluator.evaluate(len(dataset))
+    assert metrics['Waymo metric/Vehicle/L1 mAP'] == pytest.approx(1.0, abs=1e-6)
+    assert metrics['Waymo metric/Vehicle/L2 BEV mAPH'] == pytest.approx(1.0, abs=1e-6)

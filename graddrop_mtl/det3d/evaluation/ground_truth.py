@@ -1,9 +1,10 @@
 """Waymo ground truth from mmdet3d 1.4 (v2) info files, with Waymo's difficulty rule.
 
 An info file is a pickle (``mmengine.load``) holding ``{'metainfo': {...}, 'data_list': [sample, ...]}``; each sample
-has ``sample_idx``, ``context_name``, ``timestamp`` and ``instances``, each instance ``bbox_3d`` (mmdet3d LiDAR box:
-bottom-centre x, y, z, dx, dy, dz, yaw), ``bbox_label_3d`` (index into the metainfo classes, -1 for ignored
-classes), ``num_lidar_pts`` and ``difficulty`` (Waymo's ``detection_difficulty_level``: 0 unknown, 1, 2).
+has ``context_name``, ``timestamp``, ``instances`` and usually ``lidar_points['lidar_path']``, each instance
+``bbox_3d`` (mmdet3d LiDAR box: bottom-centre x, y, z, dx, dy, dz, yaw), ``bbox_label_3d`` (index into the metainfo
+classes, -1 for ignored classes), ``num_lidar_pts`` and ``difficulty`` (Waymo's ``detection_difficulty_level``:
+0 unknown, 1, 2).
 
 Levels follow ``compute_detection_metrics_main.cc`` (the tool that mmdet3d's ``WaymoMetric`` runs):
 
@@ -17,7 +18,7 @@ positive in both, as in Waymo's metric).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -64,7 +65,10 @@ def info_class_names(metainfo: Mapping, fallback: Optional[Sequence[str]], ann_f
 class WaymoGroundTruth:
     """Per-frame Waymo ground truth read from an mmdet3d v2 info file.
 
-    Frames are looked up by ``(context_name, timestamp)`` or by ``sample_idx``.
+    A prediction finds its frame by ``(context_name, timestamp)`` or by the file name of its point cloud
+    (``lidar_points['lidar_path']`` of the info file, ``lidar_path`` of an mmdet3d sample): the keys that survive
+    mmdet3d's stock pipelines. ``sample_idx`` is not a key: mmengine's ``BaseDataset.get_data_info`` replaces it
+    with the position in the dataset (after ``load_interval``), which is not the info file's value.
     """
 
     def __init__(self, ann_file: str, class_names: Optional[Sequence[str]] = None, backend_args=None) -> None:
@@ -79,7 +83,8 @@ class WaymoGroundTruth:
         self.class_names = info_class_names(data.get('metainfo', {}), class_names, ann_file)
         self.frames: List[GroundTruthFrame] = []
         self._by_key: Dict[Tuple[str, int], int] = {}
-        self._by_sample: Dict[Hashable, int] = {}
+        self._by_lidar: Dict[str, int] = {}
+        self._ambiguous_lidar: Set[str] = set()
         for position, sample in enumerate(data['data_list']):
             where = f'{ann_file}: data_list[{position}]'
             for key in ('context_name', 'timestamp', 'instances'):
@@ -87,8 +92,12 @@ class WaymoGroundTruth:
                     raise KeyError(f"{where} has no '{key}' (keys: {sorted(sample)})")
             self.frames.append(self._parse_frame(sample['instances'], where))
             self._by_key[(str(sample['context_name']), int(sample['timestamp']))] = position
-            if 'sample_idx' in sample:
-                self._by_sample[sample['sample_idx']] = position
+            lidar = (sample.get('lidar_points') or {}).get('lidar_path')
+            if lidar:
+                name = lidar_file_name(lidar)
+                if name in self._by_lidar:
+                    self._ambiguous_lidar.add(name)
+                self._by_lidar[name] = position
 
     def _parse_frame(self, instances: Sequence[Mapping], where: str) -> GroundTruthFrame:
         boxes, types, levels = [], [], []
@@ -119,14 +128,30 @@ class WaymoGroundTruth:
     def __len__(self) -> int:
         return len(self.frames)
 
-    def find(self, context_name: Optional[str], timestamp: Optional[int], sample_idx: Hashable) -> int:
-        """Position of a frame in the info file, by (context, timestamp) when given, else by sample index."""
+    def find(self, context_name: Optional[str] = None, timestamp: Optional[int] = None,
+             lidar_path: Optional[str] = None, sample_idx: Hashable = None) -> int:
+        """Position of a frame in the info file: by ``(context_name, timestamp)`` when both are given, else by the
+        file name of ``lidar_path``. ``sample_idx`` only names the sample in errors."""
         if context_name is not None and timestamp is not None:
             key = (str(context_name), int(timestamp))
             if key in self._by_key:
                 return self._by_key[key]
             raise KeyError(f'{self.ann_file}: no frame with context_name {key[0]!r} and timestamp {key[1]} '
                            f'(sample_idx {sample_idx!r})')
-        if sample_idx in self._by_sample:
-            return self._by_sample[sample_idx]
-        raise KeyError(f'{self.ann_file}: no frame with sample_idx {sample_idx!r}')
+        if lidar_path is not None:
+            name = lidar_file_name(lidar_path)
+            if name in self._ambiguous_lidar:
+                raise KeyError(f'{self.ann_file}: several frames have the point cloud file {name!r} (lidar_path '
+                               f"{lidar_path!r}); keep 'context_name' and 'timestamp' in Pack3DDetInputs' meta_keys")
+            if name in self._by_lidar:
+                return self._by_lidar[name]
+            raise KeyError(f'{self.ann_file}: no frame with the point cloud file {name!r} (lidar_path '
+                           f'{lidar_path!r}, sample_idx {sample_idx!r})')
+        raise KeyError(f'{self.ann_file}: sample {sample_idx!r} carries neither context_name/timestamp nor lidar_path, '
+                       "so it cannot be matched to a frame (sample_idx is the dataset position, not the info file's); "
+                       "keep 'lidar_path' (a default) or 'context_name' and 'timestamp' in Pack3DDetInputs' meta_keys")
+
+
+def lidar_file_name(path: str) -> str:
+    """The file name of a point cloud path (``'.../training/velodyne/1000002.bin'`` -> ``'1000002.bin'``)."""
+    return str(path).replace('\\', '/').rsplit('/', 1)[-1]

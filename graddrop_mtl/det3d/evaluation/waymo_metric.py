@@ -83,8 +83,9 @@ class WaymoAPMetric(BaseMetric):
     rule); predictions are the model's ``pred_instances_3d`` (``bboxes_3d`` LiDAR boxes, ``scores_3d``,
     ``labels_3d`` indexing the dataset's classes, and optionally a boolean ``overlap_nlz`` per box: predictions
     overlapping a no-label zone are not counted as false positives). Each prediction is matched to its info frame by
-    ``(context_name, timestamp)``, or ``sample_idx`` when those are missing; the frames evaluated are the predicted
-    ones.
+    ``(context_name, timestamp)``, or by the file name of its ``lidar_path`` when those are missing (mmdet3d's stock
+    Waymo pipelines keep only ``lidar_path``, a default meta key of ``Pack3DDetInputs``; ``sample_idx`` is the
+    dataset position there, not the info file's); the frames evaluated are the predicted ones.
 
     Returned keys (with the ``'Waymo metric'`` prefix): ``'Vehicle/L1 mAP'``, ``'Vehicle/L1 mAPH'``, ... and
     ``'Overall/L1 mAP'`` (mean over the reported classes) as in mmdet3d's ``WaymoMetric`` (3D boxes), plus
@@ -166,7 +167,7 @@ class WaymoAPMetric(BaseMetric):
             nlz = pred.get('overlap_nlz') if hasattr(pred, 'get') else None
             self.results.append(dict(
                 sample_idx=sample.get('sample_idx'), context_name=sample.get('context_name'),
-                timestamp=sample.get('timestamp'), bboxes_3d=boxes,
+                timestamp=sample.get('timestamp'), lidar_path=sample.get('lidar_path'), bboxes_3d=boxes,
                 scores_3d=_to_numpy(pred['scores_3d']).astype(np.float32).reshape(-1),
                 labels_3d=_to_numpy(pred['labels_3d']).astype(np.int64).reshape(-1),
                 overlap_nlz=None if nlz is None else _to_numpy(nlz).astype(bool).reshape(-1)))
@@ -178,7 +179,8 @@ class WaymoAPMetric(BaseMetric):
         pred_types = np.array([waymo_type_of(name) for name in pred_classes], np.uint8)
         preds, frames = [], []
         for r in results:
-            frame = gt_all.find(r['context_name'], r['timestamp'], r['sample_idx'])
+            frame = gt_all.find(r.get('context_name'), r.get('timestamp'), r.get('lidar_path'),
+                                sample_idx=r.get('sample_idx'))
             labels = r['labels_3d']
             if len(labels) and (labels.min() < 0 or labels.max() >= len(pred_types)):
                 raise ValueError(f"predictions of sample {r['sample_idx']!r}: labels_3d {labels.tolist()} are not "
