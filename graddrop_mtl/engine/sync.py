@@ -46,3 +46,15 @@ def same_on_all_ranks(value: int) -> int:
     t = torch.tensor([int(value)], dtype=torch.int64)
     dist.broadcast(t, src=0)
     return int(t.item())
+
+
+def min_across_ranks(value: int | None) -> int | None:
+    """The smallest ``value`` over all processes (``None`` on any rank: ``None``), so that a decision taken from a
+    per-rank measurement (e.g. the memory available) is the same on every rank."""
+    if world_size() == 1:
+        return value
+    t = torch.tensor([-1 if value is None else int(value)], dtype=torch.int64)
+    unknown = torch.tensor([1 if value is None else 0], dtype=torch.int64)
+    dist.all_reduce(t, op='min')
+    dist.all_reduce(unknown, op='max')
+    return None if int(unknown.item()) else int(t.item())

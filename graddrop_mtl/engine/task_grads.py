@@ -21,7 +21,8 @@
      rule 2 and is checked against the loop when both fit.
   2. **memory**: a mode that stacks ``T`` dense gradients (``loop``, ``batched``) is a candidate only when the
      stack, ``T x numel x itemsize`` estimated before anything runs, takes at most :data:`DENSE_FRACTION` of the
-     memory available (RAM on the CPU, free device memory on CUDA); otherwise ``auto`` raises an error that says
+     memory available (RAM on the CPU, free device memory on CUDA; under DDP the smallest of all ranks, and rank
+     0's choice is every rank's); otherwise ``auto`` raises an error that says
      what to set, before any allocation. A user who wants the dense stack anyway sets ``grad_mode='loop'``.
   3. **agreement**: between the dense modes, ``'batched'`` when it runs (vmap can batch the heads) and agrees with
      the loop, else ``'loop'``. An allocation failure of a candidate (``torch.OutOfMemoryError``, ``MemoryError``,
@@ -37,6 +38,7 @@ from torch import Tensor, nn
 
 from ..methods.blocks import TaskBlocks
 from .linear_heads import LINEAR_TYPES, dense_task_grads, head_output_grads, is_pointwise, task_blocks
+from .sync import min_across_ranks, same_on_all_ranks
 
 GRAD_MODES = ('auto', 'loop', 'batched', 'linear')
 #: Largest share of the available memory that ``'auto'`` lets a dense ``[T, *A.shape]`` stack take.
@@ -138,9 +140,15 @@ class TaskGradients:
     def __call__(self, task_losses: list[Tensor], acts: list[Tensor], head_calls: list) -> list[Tensor] | TaskBlocks:
         if self.mode == 'auto':
             mode, result = self.choose(task_losses, acts, head_calls)
+            # One decision for all ranks: the rules see the same shapes and the smallest memory of all ranks, so
+            # they agree; rank 0's choice is taken all the same, so that no rank can end up in another mode.
+            chosen = GRAD_MODES[same_on_all_ranks(GRAD_MODES.index(mode))]
+            if chosen != mode:
+                self._decide(chosen, f"rank 0's choice (this rank chose {mode!r}: {self.reason})")
+                result = None
             if result is not None:
                 return result
-            return self.compute(mode, task_losses, acts, head_calls)
+            return self.compute(chosen, task_losses, acts, head_calls)
         if self.mode == 'linear' and not self._checked:
             problem = self.linear_structure(task_losses, acts, head_calls)
             if problem:
@@ -212,7 +220,7 @@ class TaskGradients:
         n_tasks = len(task_losses)
         act_bytes = sum(a.numel() * a.element_size() for a in acts)
         stack_bytes = n_tasks * act_bytes
-        avail = available_memory(acts[0].device)
+        avail = min_across_ranks(available_memory(acts[0].device))   # the same budget on every rank
         budget = None if avail is None else int(DENSE_FRACTION * avail)
         dense_ok = budget is None or stack_bytes <= budget
         shapes = ', '.join(str(list(a.shape)) for a in acts)

@@ -248,3 +248,27 @@ def test_amp_one_decision_and_one_scale_on_all_ranks(tmp_path, dtype, init_scale
         assert [s['changed'] for s in steps] == [True, False, True, True, True], r
         assert steps[1]['skipped'] == 1
     _assert_same(ranks[1]['params'], ranks[0]['params'], 'params')
+
+
+# ------------------------------------------------------------------------------------------- one grad_mode
+def auto_mode_per_rank_memory(rank, world, init_state, avail):
+    """``grad_mode='auto'`` where the ranks see different free memory (``avail[rank]`` bytes)."""
+    import graddrop_mtl.engine.task_grads as tg
+    tg.available_memory = lambda device: avail[rank]
+    model, ddp, wrapper = _ddp_setup(dict(type='GradDrop'), init_state, grad_mode='auto')
+    for step in range(2):
+        ddp.train_step(_shard(toy_data(n=4 * world, seed=step), rank, world), wrapper)
+    return dict(mode=wrapper.grad_mode, params=_params(model))
+
+
+@pytest.mark.slow
+def test_auto_takes_one_grad_mode_on_all_ranks(tmp_path):
+    """Rank 1 has room for one dense stack of per-task gradients but not for two (the loop and batched to compare):
+    every rank takes the loop, decided from the smallest memory of all ranks, not each from its own."""
+    torch.manual_seed(0)
+    init_state = copy.deepcopy(ToyMTL().state_dict())
+    stack = 3 * 4 * 16 * 4          # 3 tasks x [4 samples, width 16] float32 per rank
+    ranks = run_workers(tmp_path, 2, 'auto_mode_per_rank_memory', init_state=init_state,
+                        avail=[2**40, int(1.5 * stack / 0.25)])
+    assert [r['mode'] for r in ranks] == ['loop', 'loop']
+    _assert_same(ranks[1]['params'], ranks[0]['params'], 'params')
