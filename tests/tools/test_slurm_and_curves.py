@@ -23,7 +23,8 @@ FAKE_SRUN = textwrap.dedent('''\
     with open(os.environ['SRUN_RECORD'], 'a') as f:
         f.write(json.dumps(args) + '\\n')
     ntasks = next(int(a.split('=', 1)[1]) for a in args if a.startswith('--ntasks='))
-    cmd = args[next(i for i, a in enumerate(args) if not a.startswith('-')):]
+    # options are -p VALUE and --name=value; the command starts at the first other argument
+    cmd = args[next(i for i, a in enumerate(args) if not a.startswith('-') and args[i - 1] != '-p'):]
     procs = [subprocess.Popen(cmd, env=dict(os.environ, SLURM_PROCID=str(i), SLURM_NTASKS=str(ntasks),
                                             SLURM_LOCALID=str(i), SLURM_NODELIST='localhost'))
              for i in range(ntasks)]
@@ -93,7 +94,7 @@ def test_short_run_writes_tensorboard_and_per_iteration_validation(repo_root, tm
     assert 'mtl/sign_purity' in mtl, tags                      # GradDrop's statistics
     assert 'loss' in tags and 'lr' in tags
     steps = [e.step for e in acc.Scalars(mtl[0])]
-    assert steps == [5, 10, 15, 20]                              # every logger interval
+    assert steps == [1, 5, 10, 15, 20]                      # mmengine's first iteration, then every interval
     # validation metrics at the training iteration where validation ran (not all at step 0)
     assert [e.step for e in acc.Scalars('sine/total_loss_mean')] == [10, 20]
     rows = [json.loads(line) for line in open(osp.join(vis_dir, 'scalars.json'))]
