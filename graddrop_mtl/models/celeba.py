@@ -47,9 +47,8 @@ class WindowMean(torch.autograd.Function):
 
     Forward: a sum over a reshaped view. Backward: each window's gradient divided by ``kh * kw`` and repeated over
     the window by two ``torch.stack`` calls (along the width, then the height). Autograd's own backward of the view
-    and sum (an expand made contiguous, whose innermost dim has stride 0) writes the same values about 3x slower:
-    64 ms against 183 ms for CelebA's 40 per-task gradients at the 16 x 16 map of 128 x 128 inputs, the largest
-    part of what GradDrop added to a step there beyond the per-task product. The backward is made of ops with
+    and sum (an expand made contiguous, whose innermost dim has stride 0) writes the same values several times
+    slower (docs/benchmarks.md, "CelebA head pool"). The backward is made of ops with
     batching rules, so ``autograd.grad(..., is_grads_batched=True)`` runs it once for all tasks, and of
     differentiable ops, so it can be differentiated again (``generate_vmap_rule`` also lets ``torch.func.vmap``
     batch the forward).
