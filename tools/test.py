@@ -14,8 +14,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from graddrop_mtl.engine.cli import (add_common_args, build_runner, check_checkpoint, load_config,  # noqa: E402
-                                     prepare_environment)
+from graddrop_mtl.engine import cli  # noqa: E402
 
 VIS_TASKS = ['mono_det', 'multi-view_det', 'lidar_det', 'lidar_seg', 'multi-modality_det']
 
@@ -31,7 +30,7 @@ def parse_args(argv=None):
                         help='visualisation task (default: the one the config\'s visualization hook names)')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument('--tta', action='store_true', help='test time augmentation (the config\'s tta_model)')
-    add_common_args(parser)
+    cli.add_common_args(parser)
     return parser.parse_args(argv)
 
 
@@ -58,8 +57,8 @@ def trigger_visualization_hook(cfg, args) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
-    check_checkpoint(args.checkpoint)
-    cfg = load_config(args)
+    cli.check_checkpoint(args.checkpoint)
+    cfg = cli.load_config(args)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         trigger_visualization_hook(cfg, args)
@@ -71,8 +70,8 @@ def main(argv=None):
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
-    prepare_environment(cfg)
-    runner = build_runner(cfg)
+    cli.prepare_environment(cfg)
+    runner = cli.build_runner(cfg)
     runner.test()
 
 

@@ -5,10 +5,10 @@
     python tools/analysis/sine_study.py --iters 500 --replicas 20 --methods sum graddrop   # a quick look
 
 Every run is ``tools/train.py configs/sine/sine_<method>.py`` (same Runner, wrapper and registry as every other
-experiment), ``--jobs`` at a time. A line is printed when a run starts and ends, and every ``--progress-every``
-seconds with the iteration each running job has reached (from its log). Outputs in ``--out`` (default ``work_dirs/sine_study``): ``results.md``,
-``results.csv``, ``landscape.png`` (the total loss and where each method's replicas end), ``curves.png`` (mean total
-loss over training).
+experiment), ``--jobs`` at a time. A line is printed when a run starts and ends, and every
+``--progress-every`` seconds with the iteration each running job has reached (from its log). Outputs in ``--out``
+(default ``work_dirs/sine_study``): ``results.md``, ``results.csv``, ``landscape.png`` (the total loss and where each
+method's replicas end), ``curves.png`` (mean total loss over training).
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import csv
 import math
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
