@@ -34,7 +34,8 @@ def render_bev(points: np.ndarray, gt_boxes: np.ndarray, pred_boxes: np.ndarray,
     fig = Figure(figsize=(7, 7))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    points = np.asarray(points).reshape(len(points), -1)
+    points = np.asarray(points, dtype=np.float64)
+    points = points.reshape(-1, 3) if points.size == 0 else points.reshape(len(points), -1)   # a frame may be empty
     pts = points[(np.abs(points[:, 0]) < extent) & (np.abs(points[:, 1]) < extent)]
     ground = np.percentile(pts[:, 2], 30) if len(pts) else 0.0
     above = pts[:, 2] > ground + 0.3                     # object points stand out from the ground rings

@@ -63,6 +63,16 @@ def test_hook_writes_one_png_per_frame_with_boxes_above_the_threshold(tmp_path):
     assert _pixels_near(empty, RED) == 0 and _pixels_near(empty, GREEN) == 0   # no gt on that sample either
 
 
+def test_frame_without_points_is_drawn(tmp_path):
+    from graddrop_mtl.det3d.visualization import draw_bev
+    path = draw_bev(str(tmp_path / 'empty.png'), np.zeros((0, 5), np.float32), np.zeros((0, 7)), np.zeros((0, 7)))
+    assert os.path.getsize(path) > 0
+    hook = _hook(draw=True, test_out_dir=str(tmp_path / 'abs'))
+    runner = SimpleNamespace(work_dir=str(tmp_path), timestamp='t')
+    hook.after_test_iter(runner, 0, dict(inputs=dict(points=[torch.zeros(0, 5)])), [_sample([], [])])
+    assert os.listdir(tmp_path / 'abs') == ['1000042.png']     # an absolute --show-dir is used as it is
+
+
 def test_hook_refuses_other_tasks_and_show():
     with pytest.raises(ValueError, match="vis_task='mono_det'"):
         _hook(vis_task='mono_det')
