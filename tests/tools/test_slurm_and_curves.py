@@ -4,6 +4,8 @@ import glob
 import json
 import os
 import os.path as osp
+import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -32,6 +34,13 @@ FAKE_SRUN = textwrap.dedent('''\
     ''')
 
 
+def _free_port() -> int:
+    """A port no other job on this machine listens on now (other test runs start their own process groups)."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture
 def fake_srun(tmp_path):
     bin_dir = tmp_path / 'bin'
@@ -42,14 +51,22 @@ def fake_srun(tmp_path):
     record = tmp_path / 'srun_calls.jsonl'
     env = dict(os.environ, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}', SRUN_RECORD=str(record),
                PYTHON=sys.executable, OMP_NUM_THREADS='1', MASTER_ADDR='127.0.0.1',
-               MASTER_PORT=str(29700 + os.getpid() % 200), GPUS='2', GPUS_PER_NODE='0', CPUS_PER_TASK='1',
+               MASTER_PORT=str(_free_port()), GPUS='2', GPUS_PER_NODE='0', CPUS_PER_TASK='1',
                SRUN_ARGS='--quotatype=auto')
     return env, record
 
 
-def _run(cmd, repo_root, env):
-    proc = subprocess.run(cmd, cwd=repo_root, env=env, capture_output=True, text=True, timeout=900)
-    out = proc.stdout + proc.stderr
+def _run(cmd, repo_root, env, timeout=900):
+    """Run ``cmd`` in its own process group; on a timeout the whole group (srun's tasks too) is killed."""
+    proc = subprocess.Popen(cmd, cwd=repo_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f'{cmd} did not finish in {timeout} s:\n{(stdout + stderr)[-4000:]}')
+    out = stdout + stderr
     assert proc.returncode == 0, f'{cmd} failed:\n{out[-4000:]}'
     return out
 
