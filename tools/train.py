@@ -27,7 +27,6 @@ def parse_args(argv=None):
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from this checkpoint; without a path, from the latest checkpoint in the '
                         'work directory')
-    parser.add_argument('--ceph', action='store_true', help='use ceph as data storage backend (unsupported here)')
     add_common_args(parser)
     return parser.parse_args(argv)
 

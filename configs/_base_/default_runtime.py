@@ -8,11 +8,16 @@ test_cfg = dict(type='TestLoop')
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=100),
+    # validation metrics logged at the training iteration (not epoch 0): curves over iterations in every backend
+    logger=dict(type='LoggerHook', interval=100, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='CheckpointHook', by_epoch=False),
     sampler_seed=dict(type='DistSamplerSeedHook'))
 log_processor = dict(by_epoch=False)
+# Curves: WORK_DIR/<timestamp>/vis_data/scalars.json and a TensorBoard event file (tensorboard --logdir WORK_DIR),
+# with the losses, the learning rate, the validation metrics and the multitask statistics (mtl/...).
+vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
+visualizer = dict(type='Visualizer', vis_backends=vis_backends, name='visualizer')
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
                dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0)

@@ -42,7 +42,7 @@ eval_pipeline = [
     dict(type='LoadPointsFromFile', coord_type='LIDAR', load_dim=6, use_dim=5),
     dict(type='PointsRangeFilter', point_cloud_range=point_cloud_range),
     dict(type='Pack3DDetInputs', keys=['points'],
-         meta_keys=['box_type_3d', 'sample_idx', 'context_name', 'timestamp']),
+         meta_keys=['box_type_3d', 'sample_idx', 'context_name', 'timestamp', 'lidar_path', 'num_pts_feats']),
 ]
 train_dataloader = dict(batch_size=1, dataset=dict(dataset=dict(data_root=data_root, pipeline=train_pipeline)))
 val_dataloader = dict(dataset=dict(data_root=data_root, pipeline=eval_pipeline))
@@ -57,6 +57,6 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=max_iters - 20, eta_min=1e-5, by_epoch=False, begin=20, end=max_iters),
 ]
 default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=10),
+    logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
     checkpoint=dict(type='CheckpointHook', interval=max_iters, by_epoch=False))
 log_processor = dict(by_epoch=False)

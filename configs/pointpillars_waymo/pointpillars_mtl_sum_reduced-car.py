@@ -30,7 +30,7 @@ eval_pipeline = [
     dict(type='LoadPointsFromFile', coord_type='LIDAR', load_dim=6, use_dim=5),
     dict(type='PointsRangeFilter', point_cloud_range=point_cloud_range),
     dict(type='Pack3DDetInputs', keys=['points'],
-         meta_keys=['box_type_3d', 'sample_idx', 'context_name', 'timestamp']),
+         meta_keys=['box_type_3d', 'sample_idx', 'context_name', 'timestamp', 'lidar_path', 'num_pts_feats']),
 ]
 train_dataloader = dict(
     num_workers=0, persistent_workers=False,

@@ -10,7 +10,9 @@ _base_ = [
     'mmdet3d::_base_/default_runtime.py',
 ]
 custom_imports = dict(
-    imports=['graddrop_mtl', 'graddrop_mtl.det3d.models', 'graddrop_mtl.det3d.evaluation'], allow_failed_imports=False)
+    imports=['graddrop_mtl', 'graddrop_mtl.det3d.models', 'graddrop_mtl.det3d.evaluation',
+             'graddrop_mtl.det3d.visualization'],
+    allow_failed_imports=False)
 
 class_names = ['Car']
 metainfo = dict(classes=class_names)
@@ -44,8 +46,14 @@ model = dict(
 train_dataloader = dict(
     batch_size=2,
     dataset=dict(dataset=dict(data_root=data_root, metainfo=metainfo)))
-val_dataloader = dict(dataset=dict(data_root=data_root, metainfo=metainfo))
-test_dataloader = dict(dataset=dict(data_root=data_root, metainfo=metainfo))
+# mmdet3d's evaluation pipeline, keeping lidar_path and num_pts_feats for the BEV pictures (--show-dir)
+eval_pipeline = [
+    dict(type='LoadPointsFromFile', coord_type='LIDAR', load_dim=6, use_dim=5),
+    dict(type='Pack3DDetInputs', keys=['points'],
+         meta_keys=['box_type_3d', 'sample_idx', 'context_name', 'timestamp', 'lidar_path', 'num_pts_feats']),
+]
+val_dataloader = dict(dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=eval_pipeline))
+test_dataloader = dict(dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=eval_pipeline))
 val_evaluator = dict(
     _delete_=True, type='WaymoAPMetric', ann_file=data_root + 'waymo_infos_val.pkl', classes=class_names,
     backend='auto')
@@ -78,4 +86,10 @@ param_scheduler = [
          convert_to_iter_based=True),
 ]
 auto_scale_lr = dict(enable=False, base_batch_size=16)
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1))
+# tools/test.py CONFIG CKPT --show-dir DIR: one bird's-eye-view PNG per test frame (matplotlib, no display).
+# Curves: WORK_DIR/<timestamp>/vis_data (scalars.json, TensorBoard event file), multitask statistics included.
+default_hooks = dict(
+    checkpoint=dict(type='CheckpointHook', interval=1),
+    visualization=dict(type='BEVVisualizationHook', vis_task='lidar_det'))
+vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
+visualizer = dict(type='Det3DLocalVisualizer', vis_backends=vis_backends, name='visualizer')

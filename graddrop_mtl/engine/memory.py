@@ -2,21 +2,18 @@
 
 glibc's ``malloc`` serves every request above its mmap threshold (at most 32 MiB on 64-bit Linux) with a fresh
 ``mmap`` and gives it back with ``munmap`` when freed. A training step that creates a tensor of that size each
-iteration then pays a page fault per 4 KiB page, every iteration: on a CPU, ``x * 2`` into a fresh 42 MB tensor
-(the size of CelebA's 40 per-task gradients at the 8 x 8 map, batch 8) takes 29 ms, into a reused one 4 ms, and
-PointPillars' 78 MB neck activation and its per-task gradients pay the same. The conv trunks' activation maps
-and their gradients are such tensors, and so is the multitask wrapper's ``[T, *activation.shape]`` stack of
-per-task gradients. Measured on one CPU thread (``tools/analysis/benchmark_mtl.py`` with
-``GRADDROP_KEEP_FREED_MEMORY=0`` and without, 2026-12-03), the plain training step went from 0.93-0.99 s to
-0.77-0.80 s on CelebA (batch 8, 64 x 64) and from 7.17 s to 5.69 s on PointPillars' reduced model; the methods'
-times relative to it barely moved.
+iteration then pays a page fault per 4 KiB page, every iteration (CelebA's 40 per-task gradients at the 8 x 8 map
+are 42 MB at batch 8, PointPillars' neck activation 78 MB). The conv trunks' activation maps and their gradients
+are such tensors, and so is the multitask wrapper's ``[T, *activation.shape]`` stack of per-task gradients.
+Measured effect (``tools/analysis/benchmark_mtl.py`` with ``GRADDROP_KEEP_FREED_MEMORY=0`` and without):
+docs/benchmarks.md ("Freed memory").
 
 :func:`keep_freed_memory` turns ``mmap`` off for ``malloc`` (``M_MMAP_MAX = 0``: large blocks come from the
 heap, and freed ones are reused) and raises the trim threshold, so that freed heap memory up to ``trim_threshold``
 bytes stays mapped. This is what the jemalloc / tcmalloc ``LD_PRELOAD`` of PyTorch's CPU performance guides
 achieves, without a preload or a dependency. The price: the process keeps up to ``trim_threshold`` bytes of free
 memory at the top of its heap, and blocks freed below it until they are reused, so its resident size follows the
-peak of a step rather than its average (two 64 MiB tensors made and freed each step: 0.69 GB against 0.36 GB).
+peak of a step rather than its average.
 
 ``tools/train.py``, ``tools/test.py`` and ``tools/analysis/benchmark_{mtl,combine,celeba,transfer}.py`` call it at
 start-up; ``GRADDROP_KEEP_FREED_MEMORY=0`` in the environment turns it off. Elsewhere than glibc Linux it does

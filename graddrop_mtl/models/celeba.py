@@ -47,9 +47,8 @@ class WindowMean(torch.autograd.Function):
 
     Forward: a sum over a reshaped view. Backward: each window's gradient divided by ``kh * kw`` and repeated over
     the window by two ``torch.stack`` calls (along the width, then the height). Autograd's own backward of the view
-    and sum (an expand made contiguous, whose innermost dim has stride 0) writes the same values about 3x slower:
-    64 ms against 183 ms for CelebA's 40 per-task gradients at the 16 x 16 map of 128 x 128 inputs, the largest
-    part of what GradDrop added to a step there beyond the per-task product. The backward is made of ops with
+    and sum (an expand made contiguous, whose innermost dim has stride 0) writes the same values several times
+    slower (docs/benchmarks.md, "CelebA head pool"). The backward is made of ops with
     batching rules, so ``autograd.grad(..., is_grads_batched=True)`` runs it once for all tasks, and of
     differentiable ops, so it can be differentiated again (``generate_vmap_rule`` also lets ``torch.func.vmap``
     batch the forward).
@@ -99,10 +98,8 @@ class HeadPool(nn.AdaptiveAvgPool2d):
     its area, the matrices by its height and its width in turn; 2.4e-7 apart at most for CelebA's maps). The stock
     op itself is never used: its backward has no batching rule, so when the wrapper takes the 40 per-task gradients
     at the backbone output in one ``is_grads_batched`` call, vmap runs it once per task and stacks the results.
-    Measured on one CPU thread (batch 8): at 64 x 64 that loop, for what is an identity, was about a quarter of a
-    training step; at 128 x 128 the mean over a view cut GradDrop's step from 1.43x to 1.31x of Sum; at 218 x 178
-    the 40 per-task gradients through the pool take 0.08 s by the matrices (written once, contiguous; an
-    ``einsum`` returned them permuted, 0.16 s with the copy) against 0.25-0.30 s by the stock op.
+    The matrices write the per-task gradients once, contiguously (an ``einsum`` returns them permuted, which costs a
+    copy). Measured costs: docs/benchmarks.md ("CelebA head pool").
     """
 
     def forward(self, x: Tensor) -> Tensor:

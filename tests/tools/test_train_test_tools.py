@@ -1,6 +1,5 @@
 """tools/train.py, tools/test.py and tools/dist_train.sh end to end on a tiny config (the sine experiment)."""
 import os
-import os.path as osp
 import subprocess
 import sys
 

@@ -5,9 +5,10 @@
     python tools/analysis/sine_study.py --iters 500 --replicas 20 --methods sum graddrop   # a quick look
 
 Every run is ``tools/train.py configs/sine/sine_<method>.py`` (same Runner, wrapper and registry as every other
-experiment), ``--jobs`` at a time. Outputs in ``--out`` (default ``work_dirs/sine_study``): ``results.md``,
-``results.csv``, ``landscape.png`` (the total loss and where each method's replicas end), ``curves.png`` (mean total
-loss over training).
+experiment), ``--jobs`` at a time. A line is printed when a run starts and ends, and every
+``--progress-every`` seconds with the iteration each running job has reached (from its log). Outputs in ``--out``
+(default ``work_dirs/sine_study``): ``results.md``, ``results.csv``, ``landscape.png`` (the total loss and where each
+method's replicas end), ``curves.png`` (mean total loss over training).
 """
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ import csv
 import math
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -53,10 +56,34 @@ def parse_args():
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--jobs', type=int, default=2)
     p.add_argument('--python', default=sys.executable)
+    p.add_argument('--progress-every', type=float, default=30.0,
+                   help='seconds between progress lines while runs are going (default 30)')
     return p.parse_args()
 
 
-def run_one(args, key: str, config: str, overlap: float, extra: list[str]) -> str:
+_PRINT_LOCK = threading.Lock()
+_ITER_RE = re.compile(r'Iter\(train\)\s*\[\s*(\d+)/(\d+)\]')
+
+
+def progress(msg: str) -> None:
+    with _PRINT_LOCK:
+        print(f'[sine_study {time.strftime("%H:%M:%S")}] {msg}', flush=True)
+
+
+def last_iteration(log_path: str) -> str:
+    """``'i/n'`` of the last training log line of a run (``'starting'`` before the first one)."""
+    try:
+        with open(log_path, 'rb') as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 20000))
+            tail = f.read().decode('utf-8', 'replace')
+    except OSError:
+        return 'starting'
+    found = _ITER_RE.findall(tail)
+    return f'{found[-1][0]}/{found[-1][1]}' if found else 'starting'
+
+
+def run_one(args, key: str, config: str, overlap: float, extra: list[str], label: str = '') -> str:
     work_dir = osp.join(args.out, f'overlap{overlap:g}', key)
     done = osp.join(work_dir, 'sine_trajectory.npz')
     os.makedirs(work_dir, exist_ok=True)
@@ -67,10 +94,22 @@ def run_one(args, key: str, config: str, overlap: float, extra: list[str]) -> st
            f'model.init_seed={args.seed}', f'optim_wrapper.seed={args.seed}', f'model.overlap={overlap}',
            f'val_evaluator.overlap={overlap}', f'test_evaluator.overlap={overlap}', *extra]
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONPATH=ROOT)
-    with open(osp.join(work_dir, 'study_run.log'), 'w') as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    log_path = osp.join(work_dir, 'study_run.log')
+    name = f'{label or key} (overlap {overlap:g})'
+    progress(f'{name}: started, log {log_path}')
+    start = time.time()
+    with open(log_path, 'w') as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        while True:
+            try:
+                proc.wait(timeout=args.progress_every)
+                break
+            except subprocess.TimeoutExpired:
+                progress(f'{name}: iteration {last_iteration(log_path)}, {time.time() - start:.0f} s')
     if proc.returncode != 0 or not osp.isfile(done):
-        raise RuntimeError(f'{key} (overlap {overlap}) failed; see {osp.join(work_dir, "study_run.log")}')
+        raise RuntimeError(f'{key} (overlap {overlap}) failed; see {log_path}')
+    final = np.load(done)['total_loss'][-1]
+    progress(f'{name}: done in {time.time() - start:.0f} s, final mean total loss {final.mean():.4f}')
     return done
 
 
@@ -153,7 +192,9 @@ def main():
             jobs.append((overlap, f'GradDrop (k={k:g})', 'sine_graddrop.py', f'graddrop_k{k:g}',
                          [f'optim_wrapper.method.k={k}']))
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_one, args, key, cfg, overlap, extra) for overlap, _, cfg, key, extra in jobs]
+        progress(f'{len(jobs)} runs x {args.replicas} replicas x {args.iters} steps, {args.jobs} at a time')
+        futures = [pool.submit(run_one, args, key, cfg, overlap, extra, label)
+                   for overlap, label, cfg, key, extra in jobs]
         paths = [f.result() for f in futures]
     minima = {o: global_minimum(sine_frequencies([a for a, _ in PAPER_SINES], o), [b for _, b in PAPER_SINES],
                                 0.0, 4 * math.pi) for o in args.overlap}
