@@ -35,7 +35,6 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from graddrop_mtl.datasets.cifar_transfer import write_cifar100, write_imagenet32  # noqa: E402
 
-
 RELATIONS = ('shared', 'independent')
 
 
