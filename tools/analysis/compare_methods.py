@@ -238,7 +238,8 @@ def read_test_metrics(work_dir: str) -> dict[str, float]:
         raise RuntimeError(f'no test metrics (<timestamp>.json) under {work_dir}')
     with open(files[-1]) as f:
         lines = [json.loads(line) for line in f if line.strip()]
-    return {k: float(v) for k, v in lines[-1].items() if isinstance(v, (int, float))}
+    return {k: float(v) for k, v in lines[-1].items()
+            if isinstance(v, (int, float)) and k not in ('time', 'data_time', 'step', 'iter', 'epoch')}
 
 
 def step_time(scalars: list[dict]) -> float | None:
