@@ -88,6 +88,17 @@ def test_summarise_judges_differences_against_the_seed_spread():
     assert cm.summarise(exp, ['sum', 'a'], results)[1]['metrics']['err']['vs_baseline'] == 'worse'
 
 
+def test_checkpoint_to_test_is_the_newest_best_else_the_last(tmp_path):
+    for name, mtime in (('best_acc_iter_50.pth', 100), ('best_acc_iter_300.pth', 200), ('iter_300.pth', 150),
+                        ('iter_1000.pth', 50)):
+        (tmp_path / name).write_bytes(b'')
+        os.utime(tmp_path / name, (mtime, mtime))
+    assert osp.basename(cm.checkpoint_to_test(str(tmp_path), best=True)) == 'best_acc_iter_300.pth'
+    assert osp.basename(cm.checkpoint_to_test(str(tmp_path), best=False)) == 'iter_1000.pth'
+    with pytest.raises(RuntimeError, match='no checkpoint in'):
+        cm.checkpoint_to_test(str(tmp_path / 'missing'), best=False)
+
+
 def test_bad_arguments_name_the_value():
     with pytest.raises(SystemExit, match="unknown method 'nope' for celeba"):
         cm.parse_args(['celeba', '--methods', 'nope'])
@@ -157,6 +168,10 @@ def test_compare_celeba_end_to_end_and_seeded(tmp_path):
     for m in ('sum', 'graddrop'):
         _same_result(_results(tmp_path, 'a', m), _results(tmp_path, 'b', m))
     assert 0 <= _results(tmp_path, 'a', 'graddrop')['metrics']['celeba/error_rate'] <= 100
+    # other settings in the same work dir: run again from scratch, never testing the earlier run's checkpoint
+    _compare(tmp_path, 'celeba', 'a', '--methods', 'sum', '--seeds', '1', '--iters', '2', '--data-root', str(data))
+    assert _results(tmp_path, 'a', 'sum')['metrics']['checkpoint'] in ('best_celeba_error_rate_iter_1.pth',
+                                                                       'best_celeba_error_rate_iter_2.pth')
 
 
 @pytest.mark.slow

@@ -34,6 +34,7 @@ import math
 import os
 import os.path as osp
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -252,7 +253,7 @@ def step_time(scalars: list[dict]) -> float | None:
 
 def checkpoint_to_test(train_dir: str, best: bool) -> str:
     if best:
-        found = sorted(glob.glob(osp.join(train_dir, 'best_*.pth')))
+        found = sorted(glob.glob(osp.join(train_dir, 'best_*.pth')), key=osp.getmtime)
         if found:
             return found[-1]
     last = osp.join(train_dir, 'last_checkpoint')
@@ -291,8 +292,10 @@ def run_one(exp: Experiment, method: str, seed: int, args, signature: dict) -> d
         if result.get('signature') == signature:
             progress(f'{method} seed {seed}: done before, not run again')
             return result
-    os.makedirs(run_dir, exist_ok=True)
     train_dir, test_dir = osp.join(run_dir, 'train'), osp.join(run_dir, 'test')
+    for stale in (train_dir, test_dir):  # an unfinished run or one with other settings: start afresh
+        shutil.rmtree(stale, ignore_errors=True)
+    os.makedirs(run_dir, exist_ok=True)
     opts = [f'randomness.seed={seed}', *exp.seed_options(seed), *signature['options']]
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
                OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
