@@ -99,6 +99,13 @@ def test_checkpoint_to_test_is_the_newest_best_else_the_last(tmp_path):
         cm.checkpoint_to_test(str(tmp_path / 'missing'), best=False)
 
 
+def test_validation_curve_takes_the_training_step():
+    scalars = [{'loss': 1.0, 'step': 50, 'time': 0.1}, {'acc': 0.5, 'step': 0},
+               {'loss': 0.5, 'step': 100, 'time': 0.1}, {'acc': 0.7, 'step': 0}]
+    assert cm.curve_from_scalars(scalars, 'acc') == ([50, 100], [0.5, 0.7])
+    assert cm.step_time(scalars) == pytest.approx(0.1)
+
+
 def test_bad_arguments_name_the_value():
     with pytest.raises(SystemExit, match="unknown method 'nope' for celeba"):
         cm.parse_args(['celeba', '--methods', 'nope'])

@@ -243,6 +243,20 @@ def read_test_metrics(work_dir: str) -> dict[str, float]:
             if isinstance(v, (int, float)) and k not in ('time', 'data_time', 'step', 'iter', 'epoch')}
 
 
+def curve_from_scalars(scalars: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """``(steps, values)`` of the validation metric ``key``. LoggerHook logs validation metrics by epoch by default
+    (step 0 throughout an iteration-based run), so a validation line takes the step of the training line before it
+    when that is later."""
+    steps, values, last_train = [], [], 0
+    for s in scalars:
+        if key in s:
+            steps.append(max(int(s.get('step', 0)), last_train))
+            values.append(float(s[key]))
+        elif 'loss' in s and 'step' in s:
+            last_train = int(s['step'])
+    return steps, values
+
+
 def step_time(scalars: list[dict]) -> float | None:
     """Mean logged training-step time (IterTimerHook's ``time``), without the first logged window (warm-up)."""
     times = [s['time'] for s in scalars if 'time' in s and 'loss' in s]
@@ -291,6 +305,9 @@ def run_one(exp: Experiment, method: str, seed: int, args, signature: dict) -> d
             result = json.load(f)
         if result.get('signature') == signature:
             progress(f'{method} seed {seed}: done before, not run again')
+            scalars = read_scalars(osp.join(run_dir, 'train'))
+            if exp.name != 'sine' and scalars:  # re-read the curve (older results stored validation steps as 0)
+                result['curve_steps'], result['curve'] = curve_from_scalars(scalars, exp.curve_key)
             return result
     train_dir, test_dir = osp.join(run_dir, 'train'), osp.join(run_dir, 'test')
     for stale in (train_dir, test_dir):  # an unfinished run or one with other settings: start afresh
@@ -310,10 +327,7 @@ def run_one(exp: Experiment, method: str, seed: int, args, signature: dict) -> d
         metrics, curve = sine_metrics(train_dir)
         curve_steps = list(range(len(curve)))
     else:
-        for s in scalars:
-            if exp.curve_key in s:
-                curve_steps.append(int(s['step']))
-                curve.append(float(s[exp.curve_key]))
+        curve_steps, curve = curve_from_scalars(scalars, exp.curve_key)
         metrics = {}
     if exp.test:
         ckpt = checkpoint_to_test(train_dir, exp.best_checkpoint)
@@ -477,7 +491,6 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     exp, args = parse_args(argv)
-    start = time.time()
     options = list(args.cfg_options)
     if args.iters:
         options = iteration_options(exp, args.iters) + options
@@ -517,8 +530,8 @@ def main(argv=None) -> int:
     iters = args.iters or 'the quick config\'s'
     note = (f'Quick setup: `{exp.config_dir}/{exp.prefix}<method>.py`, {iters} training steps per run, seeds '
             f'0..{args.seeds - 1} (`randomness.seed`), {args.threads} thread(s) per run, {args.jobs} run(s) at a '
-            f'time; extra options: {" ".join(args.cfg_options) or "none"}. Wall time of the whole comparison '
-            f'{time.time() - start:.0f} s.')
+            f'time; extra options: {" ".join(args.cfg_options) or "none"}. Wall time of the runs (train + test, '
+            f'summed): {sum(r["wall_s"] for rs in results.values() for r in rs):.0f} s.')
     md = write_table(exp, rows, args.stem, args, note)
     png = plot(exp, args.methods, results, args.stem, args)
     with open(md) as f:
