@@ -49,9 +49,25 @@ def step(msg: str) -> None:
     print(f'\n=== {msg}', flush=True)
 
 
-def run(args, cmd: list[str]) -> None:
+def make_demo_data(data: str, *, train_segments: int = 32, val_segments: int = 8, frames: int = 3, objects: int = 10,
+                   scene_radius: float = 17.0, type_weights=(0.7, 0.15, 0.1, 0.05), seed: int = 0,
+                   python: str | None = None) -> str:
+    """Write the demo's synthetic Waymo segments under ``data/waymo_format`` and convert them into
+    ``data/kitti_format`` (what the demo config and the PointPillars quick configs read); returns the latter.
+    Validation segments use ``seed + 1000``. Also used by ``tools/analysis/compare_methods.py pointpillars``."""
+    for split, n, s in (('training', train_segments, seed), ('validation', val_segments, seed + 1000)):
+        run(None, ['tools/make_synthetic_waymo.py', '--out-dir', data, '--split', split, '--num-segments', str(n),
+                   '--frames', str(frames), '--seed', str(s), '--objects', str(objects),
+                   '--scene-radius', str(scene_radius), '--max-distance', str(scene_radius),
+                   '--type-weights', *map(str, type_weights)], python=python)
+    run(None, ['tools/create_data.py', 'waymo', '--root-path', data, '--out-dir', data, '--workers', '2',
+               '--no-gt-database'], python=python)  # the demo's pipeline does not use ObjectSample
+    return osp.join(data, 'kitti_format') + '/'
+
+
+def run(args, cmd: list[str], python: str | None = None) -> None:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    proc = subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env)
+    proc = subprocess.run([python or sys.executable, *cmd], cwd=ROOT, env=env)
     if proc.returncode != 0:
         sys.exit(f'demo: {" ".join(cmd[:2])} failed (exit {proc.returncode})')
 
@@ -76,14 +92,9 @@ def main():
     kitti = osp.join(data, 'kitti_format') + '/'
     stages = {}
     step('1/4 synthetic Waymo segments -> mmdet3d layout')
-    for split, n, seed in (('training', args.train_segments, args.seed), ('validation', args.val_segments,
-                                                                           args.seed + 1000)):
-        run(args, ['tools/make_synthetic_waymo.py', '--out-dir', data, '--split', split, '--num-segments', str(n),
-                   '--frames', str(args.frames), '--seed', str(seed), '--objects', str(args.objects),
-                   '--scene-radius', str(args.scene_radius), '--max-distance', str(args.scene_radius),
-                   '--type-weights', *map(str, args.type_weights)])
-    run(args, ['tools/create_data.py', 'waymo', '--root-path', data, '--out-dir', data, '--workers', '2',
-               '--no-gt-database'])  # the demo's pipeline does not use ObjectSample
+    make_demo_data(data, train_segments=args.train_segments, val_segments=args.val_segments, frames=args.frames,
+                   objects=args.objects, scene_radius=args.scene_radius, type_weights=args.type_weights,
+                   seed=args.seed)
 
     stages['data'] = time.time() - start
     step(f'2/4 training {args.iters} iterations (GradDrop at the neck output, nine task losses)')

@@ -4,8 +4,9 @@
     python tools/make_synthetic_waymo.py --out-dir data/waymo --split validation --num-segments 1
     python tools/create_data.py waymo --root-path data/waymo --out-dir data/waymo
 
-Everything is decided by ``--seed`` (and the segment's index): lidar calibrations, a ray-cast scene of boxes on a
-ground plane, range images (both returns, TOP per-pixel pose), labels with their point counts. Segments go to
+Everything is decided by ``--seed`` (and the segment's index): lidar calibrations, a ray-cast scene on a ground plane
+(vehicles with a low hood and a taller cabin, so that their front is visible in the points; pedestrians, cyclists
+and signs as boxes), range images (both returns, TOP per-pixel pose), labels with their point counts. Segments go to
 ``OUT-DIR/waymo_format/SPLIT/segment-<context name>_with_camera_labels.tfrecord``, Waymo's layout, which
 ``tools/create_data.py waymo --root-path OUT-DIR`` reads. What is generated: graddrop_mtl/det3d/waymo/synthetic.py.
 """

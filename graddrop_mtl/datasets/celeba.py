@@ -19,8 +19,17 @@ A sample after the default pipeline (:class:`LoadCelebAImage` then :class:`PackC
 the model's ``ImgDataPreprocessor`` scales it to float.
 
 :func:`write_synthetic_celeba` (command line: ``tools/make_synthetic_celeba.py``) writes a small set in the same
-format whose attributes are drawn visibly into the images (see :func:`render_synthetic_face`), with CelebA's
-attribute frequencies, so that a network can learn them and the majority-class error rate is a meaningful yardstick.
+format, with CelebA's attribute frequencies, so that a network can learn them and the majority-class error rate is a
+meaningful yardstick. Two models of how attributes relate (``model=``):
+
+* ``'factors'`` (default): :data:`NUM_FACTORS` latent factors per image, each drawn into the image
+  (:func:`render_factor_face`), and every attribute a thresholded function of one or two of them
+  (:func:`factor_loadings`): attributes that load on the same factor with the same sign are correlated, with
+  opposite signs anticorrelated, on different factors independent. The tasks thus share features (a factor is
+  useful to every attribute that loads on it) and can conflict (the same feature pushes anticorrelated attributes
+  in opposite directions), as CelebA's attributes do (Male / Wearing_Lipstick, Smiling / Mouth_Slightly_Open);
+* ``'independent'``: every attribute drawn independently and painted as its own patch
+  (:func:`render_synthetic_face`): no relation between the tasks at all.
 """
 from __future__ import annotations
 
@@ -364,14 +373,94 @@ def render_synthetic_face(labels: np.ndarray, size: tuple[int, int], rng: np.ran
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
+#: latent factors of the ``'factors'`` model, drawn in a FACTOR_COLS x FACTOR_ROWS grid of cells.
+NUM_FACTORS = 8
+FACTOR_COLS, FACTOR_ROWS = 4, 2
+#: weight of an attribute's second factor (attributes 32..39 load on two factors) and the label noise's std.
+SECOND_FACTOR_WEIGHT = 0.7
+LABEL_NOISE = 0.3
+SYNTHETIC_MODELS = ('factors', 'independent')
+
+
+def factor_loadings(num_attributes: int = 40, num_factors: int = NUM_FACTORS) -> np.ndarray:
+    """``[num_attributes, num_factors]`` weights of the ``'factors'`` model (fixed, not random).
+
+    Attribute ``i`` loads on factor ``i % K`` (``K = num_factors``) with sign ``+1`` when ``(i // K)`` is even and
+    ``-1`` when odd; so attribute ``i`` is correlated with ``i + 2K`` and anticorrelated with ``i + K``, and
+    independent of the attributes on other factors. The last ``K`` attributes (``i >= num_attributes - K``) also load
+    on factor ``(i + 1) % K`` with weight ``SECOND_FACTOR_WEIGHT``: partial sharing between two groups.
+    """
+    w = np.zeros((num_attributes, num_factors))
+    for i in range(num_attributes):
+        w[i, i % num_factors] = 1.0 if (i // num_factors) % 2 == 0 else -1.0
+        if i >= num_attributes - num_factors:
+            w[i, (i + 1) % num_factors] = SECOND_FACTOR_WEIGHT
+    return w
+
+
+def factor_labels(factors: np.ndarray, positive_rates: Sequence[float], rng: np.random.Generator) -> np.ndarray:
+    """Attributes of the ``'factors'`` model: ``int8 [N, A]`` of 0/1 from ``factors`` ``[N, K]`` (standard normal).
+
+    ``a_i = 1[w_i . z + e_i > t_i]`` with ``w`` = :func:`factor_loadings`, label noise ``e_i ~ N(0, LABEL_NOISE^2)``
+    and ``t_i`` the threshold that makes ``P(a_i = 1)`` equal ``positive_rates[i]`` (``w_i . z + e_i`` is normal with
+    variance ``|w_i|^2 + LABEL_NOISE^2``).
+    """
+    from statistics import NormalDist
+    rates = np.asarray(positive_rates, dtype=float)
+    w = factor_loadings(len(rates), factors.shape[1])
+    sd = np.sqrt((w ** 2).sum(1) + LABEL_NOISE ** 2)
+    thresholds = np.array([NormalDist().inv_cdf(min(max(1.0 - r, 1e-9), 1 - 1e-9)) for r in rates]) * sd
+    score = factors @ w.T + rng.normal(0.0, LABEL_NOISE, size=(len(factors), len(rates)))
+    return (score > thresholds).astype(np.int8)
+
+
+def render_factor_face(factors: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Draw the latent factors of one image (``'factors'`` model): a uint8 ``[H, W, 3]`` array.
+
+    The image is split into a 4 x 2 grid of cells, cell ``k`` (row ``k // 4``, column ``k % 4``) belonging to factor
+    ``k``. Each factor paints a patch of its own colour and texture (``k % 4``: solid, horizontal stripes, vertical
+    stripes, checkerboard) into its cell with opacity ``sigmoid(2 z_k)``: the factor's value is visible as the patch's
+    strength, and an attribute, a threshold on one or two factors, has to be read from it. Background (random tone
+    and gradient) and Gaussian pixel noise (sigma 12) as :func:`render_synthetic_face`; the random draws do not
+    depend on ``factors``.
+    """
+    h, w = size
+    k = len(factors)
+    palette = _attribute_palette(k)
+    base = rng.uniform(60, 190, size=3)
+    gy, gx = rng.uniform(-40, 40, size=2)
+    yy, xx = np.meshgrid(np.linspace(-0.5, 0.5, h), np.linspace(-0.5, 0.5, w), indexing='ij')
+    img = base[None, None, :] + (gy * yy + gx * xx)[..., None]
+    ch, cw = h / FACTOR_ROWS, w / FACTOR_COLS
+    ph, pw = max(1, int(round(ch * 0.75))), max(1, int(round(cw * 0.75)))
+    offsets = rng.uniform(-1.0, 1.0, size=(k, 2)) / 8
+    py, px = np.meshgrid(np.arange(ph), np.arange(pw), indexing='ij')
+    textures = [np.ones((ph, pw)), (py // 2) % 2 == 0, (px // 2) % 2 == 0, ((py // 2 + px // 2) % 2) == 0]
+    strength = 1.0 / (1.0 + np.exp(-2.0 * np.asarray(factors, dtype=float)))
+    for i in range(k):
+        r, c = divmod(i, FACTOR_COLS)
+        y0 = int(round(r * ch + (ch - ph) / 2 + offsets[i, 0] * ch))
+        x0 = int(round(c * cw + (cw - pw) / 2 + offsets[i, 1] * cw))
+        y0, x0 = min(max(y0, 0), h - ph), min(max(x0, 0), w - pw)
+        alpha = strength[i] * np.asarray(textures[i % 4], dtype=float)[..., None]
+        patch = img[y0:y0 + ph, x0:x0 + pw]
+        img[y0:y0 + ph, x0:x0 + pw] = (1 - alpha) * patch + alpha * palette[i]
+    img += rng.normal(0.0, 12.0, size=img.shape)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
 def write_synthetic_celeba(out_dir: str, num_images: int = 1000, seed: int = 0,
                            size: int | Sequence[int] = 64, split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
-                           positive_rates: Sequence[float] | None = None, jpeg_quality: int = 92) -> dict[str, Any]:
+                           positive_rates: Sequence[float] | None = None, jpeg_quality: int = 92,
+                           model: str = 'factors') -> dict[str, Any]:
     """Write a synthetic CelebA-format set into ``out_dir`` (``img_align_celeba/``, ``list_attr_celeba.txt``,
     ``list_eval_partition.txt``).
 
-    Attributes are drawn independently with CelebA's approximate frequencies (:data:`CELEBA_POSITIVE_RATES`) and
-    painted by :func:`render_synthetic_face`. Images are numbered ``000001.jpg`` ... and assigned to train, val and
+    Attributes have CelebA's approximate frequencies (:data:`CELEBA_POSITIVE_RATES`). ``model='factors'``: each
+    image draws :data:`NUM_FACTORS` standard-normal latent factors, rendered by :func:`render_factor_face`, and its
+    attributes are :func:`factor_labels` of them (shared, correlated, anticorrelated and independent tasks; module
+    docstring). ``model='independent'``: attributes drawn independently and painted by
+    :func:`render_synthetic_face`. Images are numbered ``000001.jpg`` ... and assigned to train, val and
     test in consecutive blocks, as in CelebA, with ``split_fractions`` (each split gets at least one image when
     ``num_images >= 3``). The text files are written in the official layout (two-space separated -1/1 columns).
 
@@ -380,8 +469,10 @@ def write_synthetic_celeba(out_dir: str, num_images: int = 1000, seed: int = 0,
 
     Returns:
         ``dict(num_images=..., splits={'train': n, 'val': n, 'test': n}, positive_rate=[40 floats],
-        majority_error_rate={split: percent})``.
+        majority_error_rate={split: percent}, model=model)``.
     """
+    if model not in SYNTHETIC_MODELS:
+        raise ValueError(f'model must be one of {SYNTHETIC_MODELS}, got {model!r}')
     hw = _size_hw(size)
     if num_images < 1:
         raise ValueError(f'num_images must be >= 1, got {num_images}')
@@ -401,12 +492,17 @@ def write_synthetic_celeba(out_dir: str, num_images: int = 1000, seed: int = 0,
     partitions = np.repeat(np.arange(3), counts)
 
     rng = np.random.default_rng(seed)
-    labels = (rng.random((num_images, len(rates))) < rates).astype(np.int8)
+    if model == 'factors':
+        factors = rng.standard_normal((num_images, NUM_FACTORS))
+        labels = factor_labels(factors, rates, rng)
+    else:
+        factors = None
+        labels = (rng.random((num_images, len(rates))) < rates).astype(np.int8)
     img_dir = osp.join(out_dir, IMG_DIR)
     os.makedirs(img_dir, exist_ok=True)
     names = [f'{i + 1:06d}.jpg' for i in range(num_images)]
-    for name, lab in zip(names, labels):
-        img = render_synthetic_face(lab, hw, rng)
+    for i, (name, lab) in enumerate(zip(names, labels)):
+        img = render_synthetic_face(lab, hw, rng) if factors is None else render_factor_face(factors[i], hw, rng)
         Image.fromarray(img).save(osp.join(img_dir, name), quality=jpeg_quality)
     with open(osp.join(out_dir, ATTR_FILE), 'w', encoding='utf-8') as f:
         f.write(f'{num_images}\n')
@@ -423,4 +519,4 @@ def write_synthetic_celeba(out_dir: str, num_images: int = 1000, seed: int = 0,
             p = sel.mean(0)
             majority[split] = float(np.minimum(p, 1 - p).mean() * 100)
     return dict(num_images=num_images, splits={s: int(counts[p]) for s, p in SPLITS.items()},
-                positive_rate=labels.mean(0).tolist(), majority_error_rate=majority)
+                positive_rate=labels.mean(0).tolist(), majority_error_rate=majority, model=model)

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from graddrop_mtl.datasets.celeba import (ATTR_FILE, CELEBA_ATTRIBUTES, GRID_COLS, GRID_ROWS, IMG_DIR,
-                                          PARTITION_FILE, CelebADataset, parse_attr_file, parse_partition_file,
-                                          render_synthetic_face, write_synthetic_celeba)
+from graddrop_mtl.datasets.celeba import (ATTR_FILE, CELEBA_ATTRIBUTES, FACTOR_COLS, FACTOR_ROWS, GRID_COLS,
+                                          GRID_ROWS, IMG_DIR, NUM_FACTORS, PARTITION_FILE, CelebADataset,
+                                          factor_loadings, parse_attr_file, parse_partition_file,
+                                          render_factor_face, render_synthetic_face, write_synthetic_celeba)
 
 
 def test_round_trip(tmp_path):
@@ -85,3 +86,47 @@ def test_bad_arguments(tmp_path):
         write_synthetic_celeba(str(tmp_path), num_images=0)
     with pytest.raises(ValueError, match='positive_rates'):
         write_synthetic_celeba(str(tmp_path), num_images=2, positive_rates=[0.5] * 39)
+    with pytest.raises(ValueError, match="model must be one of .*'clusters'"):
+        write_synthetic_celeba(str(tmp_path), num_images=2, model='clusters')
+
+
+def _label_correlations(root: str) -> np.ndarray:
+    labels = (parse_attr_file(osp.join(root, ATTR_FILE)).labels > 0).astype(float)
+    return np.corrcoef(labels.T)
+
+
+def test_factor_model_relates_the_attributes(tmp_path):
+    """Attributes on one factor with the same sign correlate, with opposite signs anticorrelate, on different
+    factors are independent; the independent model relates none."""
+    w = factor_loadings()
+    assert w.shape == (40, NUM_FACTORS)
+    shared = w @ w.T
+    off = ~np.eye(40, dtype=bool)
+    write_synthetic_celeba(str(tmp_path / 'f'), num_images=1500, seed=0, size=8)
+    c = _label_correlations(str(tmp_path / 'f'))
+    assert c[(shared > 0.5) & off].mean() > 0.25
+    assert c[(shared < -0.5) & off].mean() < -0.15
+    assert np.abs(c[(shared == 0) & off]).mean() < 0.04
+    # e.g. attributes 0 and 16 share factor 0 with the same sign, 0 and 8 with opposite signs
+    assert w[0, 0] == w[16, 0] == 1 and w[8, 0] == -1
+    write_synthetic_celeba(str(tmp_path / 'i'), num_images=1500, seed=0, size=8, model='independent')
+    ci = _label_correlations(str(tmp_path / 'i'))
+    assert np.abs(ci[(shared > 0.5) & off]).mean() < 0.04 and np.abs(ci[(shared < -0.5) & off]).mean() < 0.04
+
+
+@pytest.mark.parametrize('factor', [0, 5, 7])
+def test_each_factor_paints_its_own_cell(factor):
+    h, w = 40, 64
+    low, high = np.full(NUM_FACTORS, -3.0), np.full(NUM_FACTORS, -3.0)
+    high[factor] = 3.0
+    diffs = []
+    for seed in range(4):
+        off = render_factor_face(low, (h, w), np.random.default_rng(seed)).astype(float)
+        on = render_factor_face(high, (h, w), np.random.default_rng(seed)).astype(float)
+        diffs.append(np.abs(on - off).sum(-1))
+    diff = np.mean(diffs, 0)
+    r, c = divmod(factor, FACTOR_COLS)
+    ch, cw = h // FACTOR_ROWS, w // FACTOR_COLS
+    cell = np.zeros((h, w), bool)
+    cell[r * ch:(r + 1) * ch, c * cw:(c + 1) * cw] = True
+    assert diff[cell].mean() > 20 and diff[~cell].mean() < 5

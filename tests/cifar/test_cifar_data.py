@@ -259,6 +259,32 @@ def test_generated_classes_are_learnable(synth_tool, tmp_path):
     assert accuracy > 0.3
 
 
+def _residual_patterns(x: np.ndarray) -> np.ndarray:
+    """Images minus their per-channel mean: the spatial pattern without colour and brightness."""
+    img = x.astype(np.float64).reshape(len(x), 3, 1024)
+    return (img - img.mean(2, keepdims=True)).reshape(len(x), -1)
+
+
+@pytest.mark.parametrize('relation, transfers', [('shared', True), ('independent', False)])
+def test_source_classes_share_patterns_with_target_classes(synth_tool, tmp_path, relation, transfers):
+    """'shared': a nearest-pattern classifier fitted on ImageNet images alone (classes grouped by label % 100)
+    recognises the CIFAR test images' classes far above chance; the 'independent' control stays at chance."""
+    synth_tool.make_transfer_sets(str(tmp_path), seed=2, cifar_train=10, cifar_test=500, imagenet_batches=1,
+                                  imagenet_per_batch=4000, imagenet_val=2, relation=relation)
+    xs, ys = read_imagenet32_file(str(tmp_path / 'Imagenet32_train' / 'train_data_batch_1'))
+    xt, yt = read_cifar100_file(str(tmp_path / 'cifar-100-python' / 'test'))
+    rs, rt = _residual_patterns(xs), _residual_patterns(xt)
+    means = np.stack([rs[ys % 100 == c].mean(0) for c in range(100)])
+    dist = (means ** 2).sum(1)[None] - 2.0 * rt @ means.T
+    accuracy = float((dist.argmin(1) == yt).mean())
+    assert accuracy > 0.3 if transfers else accuracy < 0.05
+
+
+def test_generator_rejects_unknown_relation(synth_tool, tmp_path):
+    with pytest.raises(ValueError, match="relation must be one of .*'partial'"):
+        synth_tool.make_transfer_sets(str(tmp_path), relation='partial')
+
+
 def test_generator_cli_writes_requested_sizes(synth_tool, tmp_path):
     synth_tool.main(['--out-dir', str(tmp_path), '--seed', '3', '--cifar-train', '20', '--cifar-test', '10',
                      '--imagenet-batches', '2', '--imagenet-per-batch', '3', '--imagenet-val', '4'])

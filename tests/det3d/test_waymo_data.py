@@ -20,8 +20,8 @@ from graddrop_mtl.det3d.waymo.frame import (WaymoFrameError, decode_matrix, enco
                                             parse_frame)
 from graddrop_mtl.det3d.waymo.infos import gather_instances
 from graddrop_mtl.det3d.waymo.points import frame_to_points, rotation_from_rpy
-from graddrop_mtl.det3d.waymo.synthetic import (LABEL_MARGIN, SyntheticConfig, make_segment, make_synthetic_dataset,
-                                                write_segments)
+from graddrop_mtl.det3d.waymo.synthetic import (LABEL_MARGIN, VEHICLE_BODY_HEIGHT, VEHICLE_HOOD_LENGTH,
+                                                SyntheticConfig, make_segment, make_synthetic_dataset, write_segments)
 from graddrop_mtl.det3d.waymo.tfrecord import TFRecordCorruptError, TFRecordReader, write_tfrecord
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -312,6 +312,39 @@ def test_scene_knobs_keep_objects_close_and_choose_types():
         assert max(np.hypot(l.box.center_x, l.box.center_y) for l in f.laser_labels) <= 17.0 + 0.5
     with pytest.raises(ValueError, match='type_weights'):
         make_segment(3, 0, SyntheticConfig(num_frames=1, width=128, type_weights=(0.0, 0.0, 0.0, 0.0)))
+
+
+def test_vehicle_front_differs_from_back():
+    """A vehicle's points show which end is its front (the label's heading): a low hood ahead of a taller cabin."""
+    cfg = SyntheticConfig(num_frames=1, width=512, num_objects=8, scene_radius=15.0, max_distance=15.0,
+                          type_weights=(1.0, 0.0, 0.0, 0.0))
+    checked = 0
+    for seed in range(2):
+        for rec in iter_frames_of(make_segment(seed, 0, cfg)):
+            pts = frame_to_points(rec).astype(np.float64)
+            for label in rec.frame.laser_labels:
+                b = label.box
+                inside = _in_box(pts[:, :3], b)
+                if inside.sum() < 80:
+                    continue
+                rel = pts[inside, :3] - [b.center_x, b.center_y, b.center_z - b.height / 2]
+                ahead = np.cos(b.heading) * rel[:, 0] + np.sin(b.heading) * rel[:, 1]  # along the heading
+                front = ahead > (0.5 - 0.8 * VEHICLE_HOOD_LENGTH) * b.length
+                back = ahead < 0.0
+                if front.sum() < 10 or back.sum() < 10:
+                    continue
+                # Heights above the label's bottom: the physical box spans [LABEL_MARGIN, height - LABEL_MARGIN].
+                top = b.height - LABEL_MARGIN
+                body_top = LABEL_MARGIN + VEHICLE_BODY_HEIGHT * (b.height - 2 * LABEL_MARGIN)
+                assert rel[front, 2].max() <= body_top + 0.08
+                assert rel[back, 2].max() > body_top + 0.5 * (top - body_top)
+                checked += 1
+    assert checked >= 4
+
+
+def iter_frames_of(frames):
+    from graddrop_mtl.det3d.waymo.frame import FrameRecord
+    return [FrameRecord(f, i, 0, '<synthetic>') for i, f in enumerate(frames)]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -11,9 +11,14 @@ Each segment is a ``.tfrecord`` of ``dataset_pb2.Frame`` protos, as Waymo ships 
   ``MatrixInt32 [H, W, 6]``, and for the TOP lidar the per-pixel vehicle pose ``[H, W, 6]`` (roll, pitch, yaw, x,
   y, z): the ego vehicle moves during the 0.1 s sweep and the pose of each column is the pose at its firing time;
 * ego poses of a vehicle driving with a constant speed and yaw rate (with a slight roll/pitch wobble), 10 Hz;
-* the scene: the ground plane z = 0 (world frame) and box-shaped vehicles, pedestrians, cyclists and signs, some
-  moving, never overlapping each other or the ego vehicle's path; one rectangular no-label zone per segment
-  (``frame.no_label_zones``; its pixels carry the flag 1);
+* the scene: the ground plane z = 0 (world frame) and vehicles, pedestrians, cyclists and signs, some moving, never
+  overlapping each other or the ego vehicle's path; one rectangular no-label zone per segment
+  (``frame.no_label_zones``; its pixels carry the flag 1). Pedestrians, cyclists and signs are single boxes.
+  A vehicle is two stacked boxes whose shape differs front to back, so that its direction (which end is the front,
+  the label's ``heading`` pointing forward) is observable from the points, as on a real car: a body over the whole
+  length and ``VEHICLE_BODY_HEIGHT`` of the height, and on it a cabin up to the full height over the rear
+  ``1 - VEHICLE_HOOD_LENGTH`` of the length; the front ``VEHICLE_HOOD_LENGTH`` is the low hood. A moving object
+  moves along its heading (vehicles drive forwards);
 * the range is the distance to the first surface along each pixel's ray plus Gaussian noise (clipped to 3 sigma);
   a fraction of the rays that hit an object get a second return from the next surface behind it; a few rays drop;
 * laser labels (``frame.laser_labels``) in the vehicle frame: type, id stable across frames, box, speed, and
@@ -47,10 +52,14 @@ from .points import beam_inclinations, frame_to_points, pixel_azimuths, rotation
 from .tfrecord import TFRecordWriter
 
 __all__ = ['SyntheticConfig', 'make_segment', 'write_segments', 'make_synthetic_dataset', 'LABEL_MARGIN',
-           'segment_filename', 'SPLIT_FIRST_INDEX']
+           'segment_filename', 'SPLIT_FIRST_INDEX', 'VEHICLE_BODY_HEIGHT', 'VEHICLE_HOOD_LENGTH', 'physical_boxes']
 
 #: metres between a physical object's surface and its label box.
 LABEL_MARGIN = 0.1
+#: a vehicle's body (bonnet / boot level) as a fraction of its physical height; the cabin reaches the full height.
+VEHICLE_BODY_HEIGHT = 0.5
+#: the front fraction of a vehicle's physical length that has no cabin on it (the hood).
+VEHICLE_HOOD_LENGTH = 0.35
 _GROUND_CLEARANCE = 2 * LABEL_MARGIN  # bottom of the physical boxes above the ground
 _TOP, _FRONT, _SIDE_LEFT, _SIDE_RIGHT, _REAR = 1, 2, 3, 4, 5
 _SWEEP_S = 0.1  # duration of one TOP lidar revolution
@@ -263,10 +272,35 @@ def _ray_cast(origins: np.ndarray, dirs: np.ndarray, boxes: list[tuple[np.ndarra
     return out
 
 
+def physical_boxes(obj: _Object, t: float) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """The physical boxes of ``obj`` at time ``t`` (world frame): ``(centre [3], half sizes [3], heading)``.
+
+    One box for pedestrians, cyclists and signs; for a vehicle its body (full length, ``VEHICLE_BODY_HEIGHT`` of the
+    height) and its cabin on top over the rear ``1 - VEHICLE_HOOD_LENGTH`` of the length (module docstring). Both
+    lie inside the label box shrunk by ``LABEL_MARGIN``.
+    """
+    cxy = obj.center(t)
+    size = np.array([obj.length - 2 * LABEL_MARGIN, obj.width - 2 * LABEL_MARGIN,
+                     obj.height - (_GROUND_CLEARANCE - LABEL_MARGIN) - LABEL_MARGIN])
+    if obj.type != _VEHICLE:
+        zc = _GROUND_CLEARANCE + size[2] / 2
+        return [(np.array([cxy[0], cxy[1], zc]), size / 2, obj.heading)]
+    forward = np.array([np.cos(obj.heading), np.sin(obj.heading)])
+    body_h = VEHICLE_BODY_HEIGHT * size[2]
+    body = (np.array([cxy[0], cxy[1], _GROUND_CLEARANCE + body_h / 2]), np.array([size[0], size[1], body_h]) / 2,
+            obj.heading)
+    cabin_len = (1.0 - VEHICLE_HOOD_LENGTH) * size[0]
+    cabin_xy = cxy - forward * (size[0] - cabin_len) / 2  # flush with the rear
+    cabin_h = size[2] - body_h
+    cabin = (np.array([cabin_xy[0], cabin_xy[1], _GROUND_CLEARANCE + body_h + cabin_h / 2]),
+             np.array([cabin_len, size[1], cabin_h]) / 2, obj.heading)
+    return [body, cabin]
+
+
 def _render(rng: np.random.Generator, cfg: SyntheticConfig, lidar: _Lidar, origins: np.ndarray, dirs: np.ndarray,
-            boxes: list, box_types: list[int], objects: list[_Object], nlz: np.ndarray, fov_ok: np.ndarray
+            boxes: list, box_owner: list[int], objects: list[_Object], nlz: np.ndarray, fov_ok: np.ndarray
             ) -> tuple[np.ndarray, np.ndarray]:
-    """Both returns' range images ``[H, W, 4]`` of one lidar."""
+    """Both returns' range images ``[H, W, 4]`` of one lidar; ``box_owner[k]``: the object of ``boxes[k]``."""
     h, w = lidar.height, lidar.width
     t_all = _ray_cast(origins, dirs, boxes)
     first = np.argmin(t_all, axis=0)
@@ -289,9 +323,9 @@ def _render(rng: np.random.Generator, cfg: SyntheticConfig, lidar: _Lidar, origi
         img[ok, 0] = (t + noise)[ok]
         lo = np.full(n, 0.02)
         hi = np.full(n, 0.15)
-        for k, typ in enumerate(box_types):
+        for k, owner in enumerate(box_owner):
             sel = hit == k + 1
-            lo[sel], hi[sel] = objects[k].intensity
+            lo[sel], hi[sel] = objects[owner].intensity
         img[ok, 1] = (damp * rng.uniform(lo, hi))[ok]
         img[ok, 2] = rng.uniform(0.0, 0.5, n)[ok]
         p = origins + dirs * np.where(np.isfinite(t), t, 0.0)[:, None]
@@ -348,14 +382,11 @@ def make_segment(seed: int, index: int = 0, config: SyntheticConfig | None = Non
         t_frame = f * 0.1
         frame_pose = ego.matrix(t_frame)
         # Physical boxes at this frame's time (world frame).
-        boxes, box_types = [], []
-        for o in objects:
-            cxy = o.center(t_frame)
-            size = np.array([o.length - 2 * LABEL_MARGIN, o.width - 2 * LABEL_MARGIN,
-                             o.height - (_GROUND_CLEARANCE - LABEL_MARGIN) - LABEL_MARGIN])
-            zc = _GROUND_CLEARANCE + size[2] / 2
-            boxes.append((np.array([cxy[0], cxy[1], zc]), size / 2, o.heading))
-            box_types.append(o.type)
+        boxes, box_owner = [], []
+        for k, o in enumerate(objects):
+            parts = physical_boxes(o, t_frame)
+            boxes.extend(parts)
+            box_owner.extend([k] * len(parts))
 
         frame = dataset_pb2.Frame(context=context, timestamp_micros=base_ts + f * 100_000)
         frame.pose.transform.extend(frame_pose.reshape(-1).tolist())
@@ -387,7 +418,7 @@ def make_segment(seed: int, index: int = 0, config: SyntheticConfig | None = Non
                 origins = np.broadcast_to(frame_pose[:3, :3] @ o_vehicle + frame_pose[:3, 3], d_vehicle.shape)
                 dirs = d_vehicle @ frame_pose[:3, :3].T
             dirs = dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
-            ri1, ri2 = _render(rng, cfg, lidar, origins, dirs, boxes, box_types, objects, nlz, fov_ok)
+            ri1, ri2 = _render(rng, cfg, lidar, origins, dirs, boxes, box_owner, objects, nlz, fov_ok)
 
             laser = frame.lasers.add(name=lidar.name)
             shape = (lidar.height, lidar.width)

@@ -1,0 +1,3 @@
+# Quick CelebA run, GradDrop: the method of ../celeba_graddrop.py on the quick setup (celeba_quick_base.py).
+_base_ = './celeba_quick_base.py'
+optim_wrapper = dict(method=dict(_delete_=True, type='GradDrop', k=1.0, leak=0.0))

@@ -1,0 +1,4 @@
+# Quick CelebA run, Random GradDrop: the method of ../celeba_random_graddrop.py on the quick setup
+# (celeba_quick_base.py).
+_base_ = './celeba_quick_base.py'
+optim_wrapper = dict(method=dict(_delete_=True, type='RandomGradDrop'))

@@ -1,0 +1,6 @@
+# Quick transfer run, GradDrop + gradient clipping: the method of ../cifar100_transfer_graddrop_gradclip.py on the
+# quick setup
+# (transfer_quick_base.py).
+_base_ = './transfer_quick_base.py'
+optim_wrapper = dict(method=dict(_delete_=True, type='GradDrop', k=0.25, leak=[1.0, 0.0], batch_separated=True),
+                     clip_grad=dict(max_norm=5.0, norm_type=2))

@@ -1,0 +1,4 @@
+# Quick PointPillars run: the method of ../pointpillars_mtl_graddrop_reduced-car.py on the quick setup
+# (pointpillars_quick_base.py).
+_base_ = './pointpillars_quick_base.py'
+optim_wrapper = dict(method=dict(_delete_=True, type='GradDrop', k=1.0, leak=0.0))

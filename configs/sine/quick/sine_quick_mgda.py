@@ -1,0 +1,3 @@
+# Quick sine run: the method of ../sine_mgda.py on the quick setup (sine_quick_base.py).
+_base_ = ['./sine_quick_base.py']
+optim_wrapper = dict(method=dict(type='MGDA'))
