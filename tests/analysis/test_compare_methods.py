@@ -40,7 +40,8 @@ def _lr(cfg) -> float:
 @pytest.mark.parametrize('name', list(EXPERIMENTS))
 def test_quick_configs_keep_the_full_configs_methods(name):
     """Each quick method config has its full config's method and clipping, the same lr relative to the baseline
-    (MGDA's 100x lower lr on CelebA), a seed in randomness and a grad_mode that does not depend on timing."""
+    (MGDA's 100x lower lr on CelebA), a seed in randomness, a grad_mode that does not depend on timing, and the
+    base configs' curves (scalars.json, which compare_methods.py reads, and TensorBoard)."""
     exp = EXPERIMENTS[name]
     quick_base = Config.fromfile(exp.config(exp.baseline))
     full_base = Config.fromfile(osp.join(ROOT, FULL[name].format(exp.baseline)))
@@ -53,6 +54,8 @@ def test_quick_configs_keep_the_full_configs_methods(name):
         assert isinstance(quick.randomness.seed, int)
         assert quick.optim_wrapper.get('grad_mode', 'auto') != 'auto'
         assert quick.optim_wrapper.get('seed') is None  # the wrapper's stream follows randomness.seed
+        backends = [b['type'] for b in quick.visualizer.vis_backends]
+        assert {'LocalVisBackend', 'TensorboardVisBackend'} <= set(backends), (method, backends)
     if name == 'celeba':
         assert _lr(Config.fromfile(exp.config('mgda'))) == pytest.approx(_lr(quick_base) / 100)
     if name == 'transfer':

@@ -39,10 +39,14 @@ def _hook(**kwargs):
     from mmdet3d.visualization import Det3DLocalVisualizer
     from mmengine.visualization import Visualizer
 
+    from mmengine.registry import DefaultScope
+
     import graddrop_mtl.det3d.visualization  # noqa: F401  (registers the hook)
     if not Visualizer._instance_dict:
         Det3DLocalVisualizer.get_instance('bev_test_visualizer')
-    return HOOKS.build(dict(type='BEVVisualizationHook', **kwargs))
+    # as in a PointPillars config (default_scope='mmdet3d'), whatever scope an earlier test left current
+    with DefaultScope.overwrite_default_scope('mmdet3d'):
+        return HOOKS.build(dict(type='BEVVisualizationHook', **kwargs))
 
 
 def test_hook_writes_one_png_per_frame_with_boxes_above_the_threshold(tmp_path):

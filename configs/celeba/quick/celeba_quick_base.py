@@ -8,7 +8,7 @@
 # - no data-loading workers, grad_mode fixed: a run is a function of randomness.seed alone (same seed, same result
 #   on the CPU), with no choice by timing;
 # - validation every 100 steps (the comparison's curves), the best checkpoint by validation error kept;
-# - LocalVisBackend: the per-step losses, times and validation metrics land in vis_data/scalars.json.
+# - the base configs' backends: vis_data/scalars.json (read by compare_methods.py) and TensorBoard.
 # Seed: --cfg-options randomness.seed=S (the weights, the data order and the methods' random streams).
 _base_ = ['../celeba_base.py']
 
@@ -25,5 +25,4 @@ train_cfg = dict(max_iters=max_iters, val_interval=100)
 optim_wrapper = dict(optimizer=dict(lr=1e-4), grad_mode='batched')
 default_hooks = dict(logger=dict(interval=20),
                      checkpoint=dict(interval=100, max_keep_ckpts=1, save_best='celeba/error_rate', rule='less'))
-visualizer = dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')])
 randomness = dict(seed=0)

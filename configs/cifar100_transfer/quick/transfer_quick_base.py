@@ -9,8 +9,8 @@
 #       --relation independent
 #   and --cfg-options data_root=... for every dataset (compare_methods.py transfer --control does this).
 # What differs from ../cifar100_transfer_base.py besides size and length: no data-loading workers and grad_mode
-# fixed (a run is a function of randomness.seed alone), validation every 100 iterations, LocalVisBackend (the
-# per-step losses, times and validation metrics land in vis_data/scalars.json).
+# fixed (a run is a function of randomness.seed alone), validation every 100 iterations (the per-step losses,
+# times and validation metrics land in vis_data/scalars.json, read by compare_methods.py, and in TensorBoard).
 _base_ = ['../cifar100_transfer_base.py']
 
 data_root = 'data/cifar100_transfer_synth/'
@@ -26,5 +26,4 @@ train_cfg = dict(max_iters=max_iters, val_interval=100)
 optim_wrapper = dict(grad_mode='batched', log_per_task=False)
 default_hooks = dict(logger=dict(interval=20),
                      checkpoint=dict(interval=100, max_keep_ckpts=1, save_best='cifar100/top1_error', rule='less'))
-visualizer = dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')])
 randomness = dict(seed=0)

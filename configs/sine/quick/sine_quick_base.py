@@ -8,5 +8,4 @@ _base_ = ['../sine_base.py']
 
 optim_wrapper = dict(seed=None)
 default_hooks = dict(logger=dict(interval=500))
-visualizer = dict(type='Visualizer', vis_backends=[dict(type='LocalVisBackend')])
 randomness = dict(seed=0)
