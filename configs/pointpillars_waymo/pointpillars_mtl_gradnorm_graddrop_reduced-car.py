@@ -1,3 +1,4 @@
 _base_ = ['./pointpillars_mtl_sum_reduced-car.py']
 
-optim_wrapper = dict(method=dict(type='Compose', weighting=dict(type='GradNorm', alpha=1.5, lr=0.025), then=dict(type='GradDrop')))
+optim_wrapper = dict(method=dict(type='Compose', weighting=dict(type='GradNorm', alpha=1.5, lr=0.025),
+                                 then=dict(type='GradDrop')))

@@ -6,9 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from graddrop_mtl.datasets.celeba import (ATTR_FILE, CELEBA_ATTRIBUTES, IMG_DIR, PARTITION_FILE, CelebADataset,
-                                          CelebAFormatError, LoadCelebAImage, PackCelebAInputs, parse_attr_file,
-                                          parse_partition_file)
+from graddrop_mtl.datasets.celeba import (
+    ATTR_FILE,
+    CELEBA_ATTRIBUTES,
+    IMG_DIR,
+    PARTITION_FILE,
+    CelebADataset,
+    CelebAFormatError,
+    LoadCelebAImage,
+    PackCelebAInputs,
+    parse_attr_file,
+    parse_partition_file,
+)
 from graddrop_mtl.registry import DATASETS
 
 

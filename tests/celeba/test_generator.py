@@ -7,10 +7,24 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from graddrop_mtl.datasets.celeba import (ATTR_FILE, CELEBA_ATTRIBUTES, FACTOR_COLS, FACTOR_ROWS, GRID_COLS,
-                                          GRID_ROWS, IMG_DIR, NUM_FACTORS, PARTITION_FILE, CelebADataset,
-                                          factor_loadings, parse_attr_file, parse_partition_file,
-                                          render_factor_face, render_synthetic_face, write_synthetic_celeba)
+from graddrop_mtl.datasets.celeba import (
+    ATTR_FILE,
+    CELEBA_ATTRIBUTES,
+    FACTOR_COLS,
+    FACTOR_ROWS,
+    GRID_COLS,
+    GRID_ROWS,
+    IMG_DIR,
+    NUM_FACTORS,
+    PARTITION_FILE,
+    CelebADataset,
+    factor_loadings,
+    parse_attr_file,
+    parse_partition_file,
+    render_factor_face,
+    render_synthetic_face,
+    write_synthetic_celeba,
+)
 
 
 def test_round_trip(tmp_path):

@@ -10,9 +10,18 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from graddrop_mtl.datasets.cifar_transfer import (CIFAR, IMAGENET, CIFAR100Dataset, ImageNet32Dataset,
-                                                  PairedTransferDataset, read_cifar100_file, read_imagenet32_file,
-                                                  transfer_collate, write_cifar100, write_imagenet32)
+from graddrop_mtl.datasets.cifar_transfer import (
+    CIFAR,
+    IMAGENET,
+    CIFAR100Dataset,
+    ImageNet32Dataset,
+    PairedTransferDataset,
+    read_cifar100_file,
+    read_imagenet32_file,
+    transfer_collate,
+    write_cifar100,
+    write_imagenet32,
+)
 
 from .conftest import CONFIG_DIR, TINY
 

@@ -180,6 +180,7 @@ def test_batch_separated_graddrop_leaks_follow_imagenet_cifar_order():
 
 def test_train_step_through_the_multitask_wrapper_updates_both_heads_and_trunk():
     from mmengine.optim import build_optim_wrapper
+
     import graddrop_mtl.engine  # noqa: F401  (registers MultiTaskOptimWrapper)
     model = tiny()
     wrapper = build_optim_wrapper(model, dict(
@@ -202,6 +203,7 @@ def test_sum_through_the_wrapper_equals_plain_training():
     import copy
 
     from mmengine.optim import build_optim_wrapper
+
     import graddrop_mtl.engine  # noqa: F401
     plain_model = tiny()
     mtl_model = copy.deepcopy(plain_model)

@@ -19,6 +19,6 @@ def test_config_loads_the_project(repo_root):
 
 
 def test_a_method_registered_later_appears_in_the_mmengine_registry():
-    from graddrop_mtl.registry import MTL_METHODS
     import projects.MajoritySign.majority_sign as project
+    from graddrop_mtl.registry import MTL_METHODS
     assert MTL_METHODS.get('MajoritySign') is project.MajoritySign

@@ -37,9 +37,8 @@ def _sample(boxes, scores, gt=None, lidar_path='/data/velodyne/1000042.bin'):
 def _hook(**kwargs):
     from mmdet3d.registry import HOOKS
     from mmdet3d.visualization import Det3DLocalVisualizer
-    from mmengine.visualization import Visualizer
-
     from mmengine.registry import DefaultScope
+    from mmengine.visualization import Visualizer
 
     import graddrop_mtl.det3d.visualization  # noqa: F401  (registers the hook)
     if not Visualizer._instance_dict:

@@ -1,7 +1,6 @@
 """PointPillars with nine task losses: the head, every method through the wrapper, CPU DDP, train/test tools."""
 from __future__ import annotations
 
-import copy
 import os
 import socket
 import subprocess
@@ -16,10 +15,11 @@ NINE = ['loss_cls', 'loss_x', 'loss_y', 'loss_z', 'loss_length', 'loss_width', '
 
 
 def build(method='graddrop'):
+    from mmdet3d.registry import MODELS
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
+
     import graddrop_mtl.det3d.models  # noqa: F401
-    from mmdet3d.registry import MODELS
     cfg = Config.fromfile(REDUCED.format(method))
     init_default_scope('mmdet3d')
     torch.manual_seed(0)
@@ -32,7 +32,8 @@ def fake_batch(n=2, npts=4000, boxes=True, seed=0):
     g = torch.Generator().manual_seed(seed)
     inputs, samples = [], []
     for _ in range(n):
-        pts = torch.rand(npts, 5, generator=g) * torch.tensor([51.2, 51.2, 4, 1, 1]) - torch.tensor([25.6, 25.6, 2, 0, 0])
+        scale, shift = torch.tensor([51.2, 51.2, 4, 1, 1]), torch.tensor([25.6, 25.6, 2, 0, 0])
+        pts = torch.rand(npts, 5, generator=g) * scale - shift
         inputs.append(pts)
         sample = Det3DDataSample()
         gt = InstanceData()
@@ -94,7 +95,7 @@ def test_linear_heads_give_the_loop_gradients():
                                     linear_heads=heads)
     data = model.data_preprocessor(fake_batch(npts=3000), True)
     with wrapper.optim_context(model):
-        losses = model(**data, mode='loss')
+        model(**data, mode='loss')
     cap = wrapper._capture
     wrapper._capture = None
     names, task_losses = wrapper._task_losses(cap.losses)
@@ -122,6 +123,7 @@ def _ddp_worker(rank, port, out):
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from mmengine.optim import build_optim_wrapper
+
     from graddrop_mtl.engine import MMCPUDistributedDataParallel, init_cpu_distributed
     init_cpu_distributed()
     cfg, model = build('graddrop')

@@ -16,12 +16,18 @@ from waymo_open_dataset import dataset_pb2
 
 from graddrop_mtl.det3d.waymo import crc as crc_mod
 from graddrop_mtl.det3d.waymo.converter import create_waymo_data, load_points
-from graddrop_mtl.det3d.waymo.frame import (WaymoFrameError, decode_matrix, encode_matrix_float, iter_frames,
-                                            parse_frame)
+from graddrop_mtl.det3d.waymo.frame import WaymoFrameError, decode_matrix, encode_matrix_float, iter_frames, parse_frame
 from graddrop_mtl.det3d.waymo.infos import gather_instances
 from graddrop_mtl.det3d.waymo.points import frame_to_points, rotation_from_rpy
-from graddrop_mtl.det3d.waymo.synthetic import (LABEL_MARGIN, VEHICLE_BODY_HEIGHT, VEHICLE_HOOD_LENGTH,
-                                                SyntheticConfig, make_segment, make_synthetic_dataset, write_segments)
+from graddrop_mtl.det3d.waymo.synthetic import (
+    LABEL_MARGIN,
+    VEHICLE_BODY_HEIGHT,
+    VEHICLE_HOOD_LENGTH,
+    SyntheticConfig,
+    make_segment,
+    make_synthetic_dataset,
+    write_segments,
+)
 from graddrop_mtl.det3d.waymo.tfrecord import TFRecordCorruptError, TFRecordReader, write_tfrecord
 
 ROOT = Path(__file__).resolve().parents[2]

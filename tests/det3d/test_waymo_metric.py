@@ -12,9 +12,18 @@ import pickle
 import numpy as np
 import pytest
 
-from graddrop_mtl.det3d.evaluation import (DetectionArrays, WaymoAPMetric, WaymoEnvironmentError, WaymoEvalConfig,
-                                           WaymoGroundTruth, box_iou_matrix, evaluate_native, mmdet3d_to_waymo_boxes,
-                                           official_available, waymo_level)
+from graddrop_mtl.det3d.evaluation import (
+    DetectionArrays,
+    WaymoAPMetric,
+    WaymoEnvironmentError,
+    WaymoEvalConfig,
+    WaymoGroundTruth,
+    box_iou_matrix,
+    evaluate_native,
+    mmdet3d_to_waymo_boxes,
+    official_available,
+    waymo_level,
+)
 from graddrop_mtl.det3d.evaluation.common import SETUP_COMMAND
 from graddrop_mtl.det3d.evaluation.hungarian import kuhn_munkres
 from graddrop_mtl.det3d.evaluation.native import heading_accuracy, mean_average_precision
@@ -100,8 +109,8 @@ def test_iou_exact_cases():
 
 def test_mmdet3d_box_conversion_matches_lidar_boxes():
     """Waymo heading = mmdet3d yaw and centre z = bottom z + h / 2: the corners of mmdet3d's LiDARInstance3DBoxes."""
-    from mmdet3d.structures import LiDARInstance3DBoxes
     import torch
+    from mmdet3d.structures import LiDARInstance3DBoxes
 
     boxes = np.array([[1.0, -2.0, -1.5, 4.5, 1.9, 1.6, 0.7], [3.0, 5.0, 0.2, 0.8, 0.6, 1.8, -2.5]], np.float32)
     waymo = mmdet3d_to_waymo_boxes(boxes)
@@ -273,8 +282,8 @@ def test_waymo_level_rule():
 def _data_samples(outputs):
     """Det3DDataSamples as the model returns them (the evaluator turns them into dicts)."""
     import torch
-    from mmengine.structures import InstanceData
     from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
+    from mmengine.structures import InstanceData
 
     samples = []
     for out in outputs:

@@ -15,13 +15,22 @@ import time
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
+from mmdet3d.registry import METRICS
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger, print_log
 
-from mmdet3d.registry import METRICS
-
-from .common import (DEFAULT_IOU_THRESHOLDS, LEVELS, DetectionArrays, EvalResults, WaymoEvalConfig,
-                     default_score_cutoffs, mmdet3d_to_waymo_boxes, report_name_of, results_to_json, waymo_type_of)
+from .common import (
+    DEFAULT_IOU_THRESHOLDS,
+    LEVELS,
+    DetectionArrays,
+    EvalResults,
+    WaymoEvalConfig,
+    default_score_cutoffs,
+    mmdet3d_to_waymo_boxes,
+    report_name_of,
+    results_to_json,
+    waymo_type_of,
+)
 from .ground_truth import WaymoGroundTruth
 from .native import evaluate_native
 from .official import evaluate_official, official_available
