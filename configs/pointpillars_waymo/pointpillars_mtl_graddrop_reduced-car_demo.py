@@ -3,15 +3,12 @@
 # and the synthetic Waymo set that tools/demo.py writes (scenes inside that square). The model, the nine task losses,
 # the anchors, the assigner, the augmentation and the optim wrapper (GradDrop at the neck output) are the reduced
 # config's. What differs besides the range, for a run of 800 iterations instead of 24 epochs:
-# - batch 1 instead of 2: on 2 cores a batch-1 step costs less than half a batch-2 step (measured under load: 0.9 s
-#   against 1.9 s), so the same time buys more than twice the updates; with the same data and lr, 400 updates of
-#   batch 1 reached 0.21 LEVEL_1 3D AP where 200 of batch 2 reached 0.03;
-# - Adam at lr 0.003 (the full config's 0.0015 is for 24 epochs; 0.006 was worse: 0.02 3D AP after 400 updates),
-#   20-iteration warm-up, cosine to 1e-5;
+# - batch 1 instead of 2: on 2 cores a batch-1 step costs less than half a batch-2 step, so the same time buys more
+#   than twice the updates, which a short run needs more than larger batches;
+# - Adam at a higher lr than the full config's (which is for 24 epochs), 20-iteration warm-up, cosine to 1e-5;
 # - BatchNorm momentum 0.1 instead of mmdet3d's 0.01: with 0.01 the running statistics used at test time still carry
-#   13% of their initial values after 200 steps (0.99^200) and lag the weights by about 100 steps. (Changed together
-#   with the lr; the two were not measured separately.)
-# Measured numbers: configs/pointpillars_waymo/README.md ("Demo").
+#   a large share of their initial values after a few hundred steps and lag the weights.
+# The measurements behind these choices: docs/benchmarks.md and configs/pointpillars_waymo/README.md ("Demo").
 _base_ = ['./pointpillars_mtl_graddrop_reduced-car.py']
 
 data_root = 'work_dirs/demo/data/waymo/kitti_format/'
