@@ -9,7 +9,8 @@ need no test: their trajectory file holds the result). ``--jobs`` runs go at a t
 ``result.json`` exists for the same settings) is not run again, so an interrupted comparison resumes where it
 stopped. A missing synthetic data set is written first, with the command its quick config documents.
 
-Outputs: ``docs/results/<experiment>.md`` and ``.csv`` (``--results-dir``): per method the mean +- standard deviation
+Outputs: ``work_dirs/compare/results/<experiment>.md`` and ``.csv`` (``--results-dir``; the committed tables in
+``docs/results`` are written with ``--results-dir docs/results``): per method the mean +- standard deviation
 over seeds of each metric, the time per training step relative to the baseline, and per metric whether the
 difference to the baseline exceeds the seed spread (``|mean - mean_baseline| > std + std_baseline``, i.e. the two
 +-1 std bands do not overlap; "n/a" with one seed); and ``<experiment>.png``: the experiment's curve metric against
@@ -468,7 +469,8 @@ def parse_args(argv=None):
                    'classes share no visual factor with the target classes')
     p.add_argument('--data-root', help='data set to use (default: the quick config\'s, written when missing)')
     p.add_argument('--work-dir', help='runs (default work_dirs/compare/<experiment>)')
-    p.add_argument('--results-dir', default=osp.join(ROOT, 'docs', 'results'))
+    p.add_argument('--results-dir', default=osp.join(ROOT, 'work_dirs', 'compare', 'results'),
+                   help='tables and plots (default work_dirs/compare/results; docs/results holds the committed ones)')
     p.add_argument('--cfg-options', nargs='+', default=[], help='extra key=value options for every run')
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
