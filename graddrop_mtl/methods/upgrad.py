@@ -39,9 +39,15 @@ class UPGrad(GramWeighting):
         t = gram.shape[0]
         pref = np.full(t, 1.0 / t) if self.pref_vector is None else np.asarray(self.pref_vector, dtype=np.float64)
         if pref.shape != (t,):
-            raise ValueError(f'UPGrad pref_vector has {pref.size} values for {t} tasks')
-        out = torch.as_tensor(dual_cone_weights(gram.cpu().numpy(), np.diag(pref)).sum(0), dtype=gram.dtype)
-        return out.to(gram.device)
+            raise ValueError(f'{type(self).__name__} pref_vector has {pref.size} values for {t} tasks')
+        out = dual_cone_weights(gram.cpu().numpy(), self.lower_bounds(pref)).sum(0)
+        return torch.as_tensor(out, dtype=gram.dtype).to(gram.device)
+
+    @staticmethod
+    def lower_bounds(pref: np.ndarray) -> np.ndarray:
+        """The rows ``u`` of the projections ``argmin_{v >= u} v^T G v`` whose weights are summed: one per task
+        (``p_i e_i``)."""
+        return np.diag(pref)
 
 
 def dual_cone_weights(gram: np.ndarray, u: np.ndarray) -> np.ndarray:
