@@ -84,14 +84,16 @@ def trust_url_checkpoints() -> None:
 
 def slurm_to_torch_env(default_port: int = 29500) -> None:
     """Set torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) from srun's, as mmengine's
-    slurm initialisation does, for the CPU path that starts the process group itself. Variables already set win."""
+    slurm initialisation does, for the CPU path that starts the process group itself: the rank, the world size and
+    the local rank always come from srun (a value inherited from the submitting shell would make every task the
+    same rank); MASTER_ADDR and MASTER_PORT already set win."""
     import subprocess
     missing = [k for k in ('SLURM_PROCID', 'SLURM_NTASKS') if k not in os.environ]
     if missing:
         raise RuntimeError(f'--launcher slurm: {", ".join(missing)} not set; start the job with srun '
                            '(tools/slurm_train.sh, tools/slurm_test.sh)')
-    os.environ.setdefault('RANK', os.environ['SLURM_PROCID'])
-    os.environ.setdefault('WORLD_SIZE', os.environ['SLURM_NTASKS'])
+    os.environ['RANK'] = os.environ['SLURM_PROCID']          # srun's task decides, whatever the shell had set
+    os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
     os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
     os.environ.setdefault('MASTER_PORT', str(default_port))
     if 'MASTER_ADDR' not in os.environ:

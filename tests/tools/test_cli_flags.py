@@ -114,7 +114,10 @@ def test_url_checkpoint_loads(http_server, tmp_path, monkeypatch):
 
 def test_slurm_environment_becomes_torchrun_environment(monkeypatch):
     for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'):
-        monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv(key, 'inherited')   # recorded, so that what the function sets is undone after the test
+        monkeypatch.delenv(key)
+    monkeypatch.setenv('RANK', '0')            # from the submitting shell: srun's task id wins
+    monkeypatch.setenv('WORLD_SIZE', '1')
     monkeypatch.setenv('SLURM_PROCID', '3')
     monkeypatch.setenv('SLURM_NTASKS', '4')
     monkeypatch.setenv('SLURM_LOCALID', '1')

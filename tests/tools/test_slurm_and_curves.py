@@ -49,7 +49,9 @@ def fake_srun(tmp_path):
     srun.write_text(FAKE_SRUN.format(python=sys.executable))
     srun.chmod(srun.stat().st_mode | stat.S_IEXEC)
     record = tmp_path / 'srun_calls.jsonl'
-    env = dict(os.environ, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}', SRUN_RECORD=str(record),
+    # the variables of a launcher the test process may have inherited: srun's tasks must not depend on them
+    inherited = {k: v for k, v in os.environ.items() if k not in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK')}
+    env = dict(inherited, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}', SRUN_RECORD=str(record),
                PYTHON=sys.executable, OMP_NUM_THREADS='1', MASTER_ADDR='127.0.0.1',
                MASTER_PORT=str(_free_port()), GPUS='2', GPUS_PER_NODE='0', CPUS_PER_TASK='1',
                SRUN_ARGS='--quotatype=auto')
