@@ -70,8 +70,8 @@ optim_wrapper = dict(
     # the head's 1x1 convolutions read the neck output: per-task gradients are taken at their outputs and mapped
     # back through their weights, sparse (see MultiTaskOptimWrapper); 'auto' checks on the first step that nothing
     # else reads the neck output and compares with autograd at a few rows (graddrop_mtl/engine/task_grads.py).
-    # Without linear_heads 'auto' finds these layers itself; a dense stack of the nine per-task gradients at the
-    # full 468 x 468 grid would take 5.6 GiB.
+    # Without linear_heads 'auto' finds these layers itself; a dense stack of the nine per-task gradients would
+    # hold 9 x [2, 384, 468, 468] float32 values, which is what the sparse path avoids.
     linear_heads=['pts_bbox_head.conv_cls', 'pts_bbox_head.conv_reg', 'pts_bbox_head.conv_dir_cls'],
     grad_mode='auto',
     stats_interval=10)
