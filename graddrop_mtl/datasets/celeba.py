@@ -336,6 +336,14 @@ def _attribute_palette(n: int) -> np.ndarray:
     return out
 
 
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """The synthetic faces' background, ``[h, w, 3]`` float: a random flat tone plus a random linear gradient."""
+    base = rng.uniform(60, 190, size=3)
+    gy, gx = rng.uniform(-40, 40, size=2)
+    yy, xx = np.meshgrid(np.linspace(-0.5, 0.5, h), np.linspace(-0.5, 0.5, w), indexing='ij')
+    return base[None, None, :] + (gy * yy + gx * xx)[..., None]
+
+
 def render_synthetic_face(labels: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """Draw a synthetic image whose attributes are visible: a uint8 ``[H, W, 3]`` array.
 
@@ -350,10 +358,7 @@ def render_synthetic_face(labels: np.ndarray, size: tuple[int, int], rng: np.ran
     h, w = size
     n = len(labels)
     palette = _attribute_palette(n)
-    base = rng.uniform(60, 190, size=3)
-    gy, gx = rng.uniform(-40, 40, size=2)
-    yy, xx = np.meshgrid(np.linspace(-0.5, 0.5, h), np.linspace(-0.5, 0.5, w), indexing='ij')
-    img = base[None, None, :] + (gy * yy + gx * xx)[..., None]
+    img = _background(rng, h, w)
     ch, cw = h / GRID_ROWS, w / GRID_COLS
     ph, pw = max(1, int(round(ch * 0.75))), max(1, int(round(cw * 0.75)))
     # Drawn for every attribute, so that the random stream (and the noise) does not depend on the labels.
@@ -427,10 +432,7 @@ def render_factor_face(factors: np.ndarray, size: tuple[int, int], rng: np.rando
     h, w = size
     k = len(factors)
     palette = _attribute_palette(k)
-    base = rng.uniform(60, 190, size=3)
-    gy, gx = rng.uniform(-40, 40, size=2)
-    yy, xx = np.meshgrid(np.linspace(-0.5, 0.5, h), np.linspace(-0.5, 0.5, w), indexing='ij')
-    img = base[None, None, :] + (gy * yy + gx * xx)[..., None]
+    img = _background(rng, h, w)
     ch, cw = h / FACTOR_ROWS, w / FACTOR_COLS
     ph, pw = max(1, int(round(ch * 0.75))), max(1, int(round(cw * 0.75)))
     offsets = rng.uniform(-1.0, 1.0, size=(k, 2)) / 8
