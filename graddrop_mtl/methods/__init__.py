@@ -31,6 +31,8 @@ gradient sent into the trunk: ``method.combine(grads, activation=A, losses=L, ge
 ``Krum``           (multi-)Krum: the gradients closest to their neighbours, averaged
 ``TrimmedMean``    coordinate-wise trimmed mean over the tasks
 ``FAMO``           Fast Adaptive Multitask Optimization: logits balancing the log-loss decrease
+``DBMTL``          DB-MTL: log losses, every task's gradient rescaled to the largest (moving-average) magnitude
+``STCH``           smooth Tchebycheff scalarisation of the log-normalised losses (after a log-loss warm-up)
 =================  ========================================================================================
 
 Loss weightings (:class:`~graddrop_mtl.methods.weighting.LossWeighting`) need only the task losses; Gram-matrix
@@ -40,6 +42,7 @@ from .aligned_mtl import AlignedMTL
 from .base import METHODS, Method, build_method, register_method
 from .cagrad import CAGrad
 from .config import ConFIG
+from .db_mtl import DBMTL
 from .dualproj import DualProj
 from .dwa import DWA
 from .famo import FAMO
@@ -55,6 +58,7 @@ from .random_weighting import Random
 from .rlw import RLW
 from .robust import Krum, TrimmedMean
 from .simple import Compose, GradPenalty, Sum
+from .stch import STCH
 from .upgrad import UPGrad
 from .uw import UW
 from .weighting import GramWeighting, LossWeighting
@@ -63,3 +67,4 @@ __all__ = ['METHODS', 'Method', 'build_method', 'register_method', 'Sum', 'GradD
            'MGDA', 'GradNorm', 'GradPenalty', 'Compose', 'min_norm_simplex', 'pcgrad_coefficients', 'AlignedMTL',
            'CAGrad', 'DWA', 'FAMO', 'GradVac', 'IMTLG', 'IMTLL', 'FairGrad', 'NashMTL', 'RLW', 'UPGrad', 'UW',
            'GramWeighting', 'LossWeighting', 'ConFIG', 'DualProj', 'GLS', 'Random', 'Krum', 'TrimmedMean']
+__all__ += ['DBMTL', 'STCH']

@@ -38,9 +38,11 @@ CONFIGS = {
     'Random': dict(type='Random'),
     'Krum': dict(type='Krum', n_byzantine=0, n_selected=2),
     'TrimmedMean': dict(type='TrimmedMean', trim_number=1),
+    'DBMTL': dict(type='DBMTL', beta=0.5, beta_sigma=0.5),
+    'STCH': dict(type='STCH', mu=0.5, warmup_epoch=1, iters_per_epoch=2),
 }
 EXPECTED |= {'CAGrad', 'NashMTL', 'FairGrad', 'IMTLG', 'AlignedMTL', 'UPGrad', 'GradVac', 'UW', 'IMTLL', 'DWA', 'RLW',
-             'FAMO', 'DualProj', 'ConFIG', 'GLS', 'Random', 'Krum', 'TrimmedMean'}
+             'FAMO', 'DualProj', 'ConFIG', 'GLS', 'Random', 'Krum', 'TrimmedMean', 'DBMTL', 'STCH'}
 
 
 def test_every_method_is_registered():
@@ -151,7 +153,7 @@ def test_bad_gradients(grads, problem_dims, error):
             build_method(CONFIGS[name]).combine(grads, problem_dims=problem_dims)
 
 
-STATEFUL = ['GradNorm', 'NashMTL', 'GradVac', 'UW', 'IMTLL', 'DWA', 'FAMO', 'Compose']
+STATEFUL = ['GradNorm', 'NashMTL', 'GradVac', 'UW', 'IMTLL', 'DWA', 'FAMO', 'Compose', 'DBMTL', 'STCH']
 
 
 @pytest.mark.parametrize('name', STATEFUL)
