@@ -78,6 +78,8 @@ log "mmdet, mmdet3d, spconv, numba, test tools"
   -r requirements/bench.txt "mmcv==$MMCV_VERSION" "${CONSTRAINTS[@]}"
 log "waymo protobuf modules (without TensorFlow: --no-deps)"
 "${PIP[@]}" -q --no-deps "waymo-open-dataset-tf-2-12-0==1.6.7"
+log "test peers without their unused dependencies (--no-deps, see requirements/tests-nodeps.txt)"
+"${PIP[@]}" -q --no-deps -r requirements/tests-nodeps.txt
 log "graddrop_mtl (editable)"
 "${PIP[@]}" -q --no-deps -e .
 
