@@ -16,6 +16,7 @@ METHODS = {'cagrad': 'CAGrad', 'nash_mtl': 'NashMTL', 'fairgrad': 'FairGrad', 'i
            'aligned_mtl': 'AlignedMTL', 'upgrad': 'UPGrad', 'gradvac': 'GradVac', 'dwa': 'DWA', 'rlw': 'RLW',
            'famo': 'FAMO', 'dualproj': 'DualProj', 'config': 'ConFIG', 'gls': 'GLS', 'random': 'Random',
            'krum': 'Krum', 'trimmed_mean': 'TrimmedMean'}
+METHODS.update(uw='UW', imtl_l='IMTLL', db_mtl='DBMTL', stch='STCH')
 BASES = {'celeba_{}.py': 'configs/celeba/celeba_sum.py',
          'pointpillars_{}_reduced-car.py': 'configs/pointpillars_waymo/pointpillars_mtl_sum_reduced-car.py'}
 
@@ -54,8 +55,8 @@ def _batch(n=4, size=32, seed=0):
 @pytest.mark.parametrize('key', sorted(METHODS))
 def test_celeba_net_trains_with_each_method(key):
     """Three steps of the CelebA net (the appendix layers, small inputs) with the config's optim wrapper: finite
-    losses, the trunk and the heads change, and a stateful method's state round-trips through the wrapper's
-    checkpoint."""
+    losses, the trunk, the heads and the method's own parameters (UW, IMTL-L) change, and a stateful method's state
+    round-trips through the wrapper's checkpoint."""
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import init_default_scope
 
@@ -67,11 +68,12 @@ def test_celeba_net_trains_with_each_method(key):
     opt_cfg.log_per_task = False
     wrapper = build_optim_wrapper(model, opt_cfg)
     assert type(wrapper.method).__name__ == METHODS[key]
-    before = [p.detach().clone() for p in (model.backbone[0][0].weight, model.head[-1].weight)]
+    trained = [model.backbone[0][0].weight, model.head[-1].weight, *wrapper.method.parameters()]
+    before = [p.detach().clone() for p in trained]
     for step in range(3):
         log = model.train_step(_batch(4, 32, seed=step), wrapper)
         assert bool(torch.isfinite(log['loss']))
-    after = (model.backbone[0][0].weight, model.head[-1].weight)
+    after = trained
     assert all(not torch.equal(b, a) for b, a in zip(before, after))
     state = wrapper.state_dict()
     fresh = build_optim_wrapper(build_celeba_model(head_pool=2), opt_cfg)
@@ -94,8 +96,10 @@ def test_reduced_pointpillars_trains_with_each_method(key):
     model = MODELS.build(cfg.model)
     wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     before = [p.detach().clone() for p in model.parameters()]
+    method_before = [p.detach().clone() for p in wrapper.method.parameters()]
     log = model.train_step(fake_batch(npts=3000), wrapper)
     assert [k for k in log if k != 'loss'] == NINE
     assert all(torch.isfinite(v).all() for v in log.values())
     changed = [not torch.equal(a, b) for a, b in zip(before, model.parameters())]
     assert all(changed[i] for i, (name, _) in enumerate(model.named_parameters()) if 'pts_neck' in name)
+    assert all(not torch.equal(a, b) for a, b in zip(method_before, wrapper.method.parameters()))   # UW, IMTL-L
