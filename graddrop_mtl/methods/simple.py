@@ -102,6 +102,15 @@ class Compose(Method):
             return super().penalty(total_grad)
         return sum(parts[1:], parts[0])
 
+    def parameters(self) -> list[Tensor]:
+        """Both parts' trainable parameters (``Compose(IMTLL, IMTLG)`` trains IMTL-L's scales, LibMTL's IMTL)."""
+        return [*self.weighting.parameters(), *self.then.parameters()]
+
+    def loss_term(self) -> Tensor | None:
+        """The sum of the parts' loss terms (``None`` when neither has one)."""
+        terms = [t for t in (self.weighting.loss_term(), self.then.loss_term()) if t is not None]
+        return sum(terms[1:], terms[0]) if terms else None
+
     def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
                 generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
         kwargs = dict(activation=activation, losses=losses, generator=generator, problem_dims=problem_dims)

@@ -130,13 +130,14 @@ def test_uw_matches_libmtl_while_training(n_tasks):
 @pytest.mark.parametrize('n_tasks,dim', [(2, 6), (3, 9), (5, 12)])
 def test_imtl_matches_libmtl_as_imtl_l_then_imtl_g(n_tasks, dim):
     """LibMTL's IMTL is IMTL-L (scales s, losses e^s L - s) with IMTL-G on the scaled losses' gradients: here
-    ``Compose(IMTLL, IMTLG)``. Six SGD steps on the scales: the trunk gradient (IMTL-G's weights on e^s g), the
-    heads' weights e^s and the scales' gradient e^s L - 1 agree (LibMTL's closed form, a float32 inverse of
-    (D U^T), and our pseudo-inverse of the Gram matrix give the same weights for independent gradients)."""
+    ``Compose(IMTLL, IMTLG)``, whose parameters and loss term are IMTL-L's. Six SGD steps on the scales: the trunk
+    gradient (IMTL-G's weights on e^s g), the heads' weights e^s and the scales' gradient e^s L - 1 agree (LibMTL's
+    closed form, a float32 inverse of D U^T, and our pseudo-inverse of the Gram matrix give the same weights for
+    independent gradients)."""
     lr = 0.2
     peer = Peer(LIBMTL.IMTL, n_tasks, dim)
     ours = Compose(weighting=IMTLL(num_tasks=n_tasks), then=IMTLG())
-    (s,) = ours.weighting.parameters()
+    (s,) = ours.parameters()                                     # Compose gives its parts' parameters
     for step in range(6):
         losses, grads = random_case(10 + step, n_tasks, dim)
         ref_trunk, ref_heads = peer.backward(losses, grads)
@@ -144,7 +145,7 @@ def test_imtl_matches_libmtl_as_imtl_l_then_imtl_g(n_tasks, dim):
         assert_close(trunk, ref_trunk)
         assert_close(ours.task_weights.detach(), ref_heads)
         s.grad = None
-        ((ours.task_weights * losses.float()).sum() + ours.weighting.loss_term()).backward()
+        ((ours.task_weights * losses.float()).sum() + ours.loss_term()).backward()
         assert_close(s.grad, peer.model.loss_scale.grad)
         with torch.no_grad():
             s -= lr * s.grad
@@ -511,3 +512,22 @@ def test_new_methods_build_from_configs():
         method = build_method(cfg)
         assert type(method).__name__ == cfg['type']
     assert STCH().loss_only and not DBMTL().loss_only
+
+
+def test_libmtls_imtl_trains_its_scales_through_the_optim_wrapper():
+    """``Compose(IMTLL, IMTLG)`` in the MultiTaskOptimWrapper: IMTL-L's scales join the optimizer and one SGD step
+    moves them by -lr (e^s L - 1) = -lr (L - 1) from s = 0, the gradient of LibMTL's IMTL losses e^s L - s."""
+    from graddrop_mtl.engine import MultiTaskOptimWrapper
+    from tests.engine.toy import ToyMTL, toy_data
+
+    torch.manual_seed(0)
+    model, data, lr = ToyMTL(), toy_data(n=6, seed=1), 0.1
+    with torch.no_grad():
+        losses = torch.stack(list(model(**data).values()))
+    wrapper = MultiTaskOptimWrapper(torch.optim.SGD(model.parameters(), lr=lr), shared='trunk',
+                                    method=dict(type='Compose', weighting=dict(type='IMTLL', num_tasks=3),
+                                                then=dict(type='IMTLG')))
+    (s,) = wrapper.method.parameters()
+    assert any(p is s for group in wrapper.optimizer.param_groups for p in group['params'])
+    model.train_step(data, wrapper)
+    torch.testing.assert_close(s.detach(), -lr * (losses - 1), rtol=1e-5, atol=1e-7)
