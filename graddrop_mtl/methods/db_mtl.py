@@ -6,12 +6,21 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from .base import reduce_statistics, register_method
-from .weighting import GramWeighting, load_tensors
+from .base import (
+    Method,
+    check_grads,
+    combine_with_coefficients,
+    flat_per_problem,
+    reduce_statistics,
+    register_method,
+    sq_norms,
+)
+from .blocks import TaskBlocks
+from .weighting import load_tensors
 
 
 @register_method
-class DBMTL(GramWeighting):
+class DBMTL(Method):
     r"""Dual-Balancing MTL: log-transformed losses (loss-scale balancing) and gradients rescaled to the largest
     gradient magnitude (gradient-magnitude balancing).
 
@@ -34,16 +43,16 @@ class DBMTL(GramWeighting):
 
     i.e. trunk weights :math:`w_i = \max_j n_j / \lVert g_i \rVert` (0 for a zero gradient). With :math:`\beta = 0`
     this is LibMTL's ``DB_MTL`` exactly, and for gradients whose directions stay fixed it is at every step (the
-    norm of the average of parallel vectors is the average of their norms). The norms come from the Gram matrix's
-    diagonal (summed over the ranks), the losses are averaged over the ranks: every rank holds the same state.
+    norm of the average of parallel vectors is the average of their norms). Only the squared norms of the
+    gradients are read (float64 sums, :func:`~graddrop_mtl.methods.base.sq_norms`; on :class:`TaskBlocks` without
+    densifying), then their weighted sum is formed. Several processes: the squared norms are summed and the losses
+    averaged over the ranks (one reducer call), so every rank holds the same state.
 
     Args:
         beta: :math:`\beta`, the moving average's rate (LibMTL's ``DB_beta`` default 0.9).
         beta_sigma: :math:`\sigma`, the decay of the rate with the step (LibMTL's ``DB_beta_sigma`` default 0).
         eps: :math:`\epsilon` of the log transform (LibMTL: 1e-8).
     """
-
-    uses_losses = True
 
     def __init__(self, beta: float = 0.9, beta_sigma: float = 0.0, eps: float = 1e-8) -> None:
         if not 0.0 <= beta < 1.0:
@@ -59,17 +68,46 @@ class DBMTL(GramWeighting):
     def extra_repr(self) -> str:
         return f'beta={self.beta}, beta_sigma={self.beta_sigma}'
 
-    def _weights(self, gram: Tensor, losses: Tensor | None, generator, shape: torch.Size,
-                 dtype: torch.dtype) -> Tensor:
-        n_prob, n_tasks, _ = gram.shape
+    def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
+                generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
+        w = self._weights(self._sq_norms(grads, problem_dims), losses, grads.shape[:1 + problem_dims], grads.dtype)
+        return combine_with_coefficients(flat_per_problem(grads, problem_dims), w, grads)
+
+    def combine_blocks(self, blocks: TaskBlocks, *, activation: Tensor | None = None, losses: Tensor | None = None,
+                       generator: torch.Generator | None = None) -> Tensor:
+        w = self._weights(blocks.sq_norms()[None], losses, torch.Size([blocks.n_tasks]), blocks.dtype)
+        return blocks.linear_combination(w[0])
+
+    def weigh(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
+              generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
+        """The state update of :meth:`combine`; returns the heads' weights :math:`1 / (L_i + \\epsilon)`."""
+        self._weights(self._sq_norms(grads, problem_dims), losses, grads.shape[:1 + problem_dims], grads.dtype)
+        return self.task_weights
+
+    def weigh_blocks(self, blocks: TaskBlocks, *, activation: Tensor | None = None, losses: Tensor | None = None,
+                     generator: torch.Generator | None = None) -> Tensor:
+        self._weights(blocks.sq_norms()[None], losses, torch.Size([blocks.n_tasks]), blocks.dtype)
+        return self.task_weights
+
+    @staticmethod
+    def _sq_norms(grads: Tensor, problem_dims: int) -> Tensor:
+        """Squared norms ``[P, T]`` (float64) of the per-task gradients of every problem."""
+        check_grads(grads, problem_dims)
+        flat = flat_per_problem(grads.detach(), problem_dims)                  # [P, T, D]
+        n_prob, n_tasks, dim = flat.shape
+        return sq_norms(flat.reshape(n_prob * n_tasks, dim)).reshape(n_prob, n_tasks)
+
+    def _weights(self, sq: Tensor, losses: Tensor | None, shape: torch.Size, dtype: torch.dtype) -> Tensor:
+        """Trunk weights ``[P, T]`` (float64) from the squared norms ``[P, T]``; sets :attr:`task_weights`."""
+        n_prob, n_tasks = sq.shape
         if losses is None:
             raise ValueError('DBMTL needs the task losses (losses=...)')
-        loss = losses.detach().reshape(n_tasks, n_prob).t().double()
-        (gram,), (loss,) = reduce_statistics(self.reducer, [gram], [loss])
+        loss = losses.detach().reshape(n_tasks, n_prob).t().to(device=sq.device, dtype=torch.float64)
+        (sq,), (loss,) = reduce_statistics(self.reducer, [sq], [loss])
         if bool((loss + self.eps <= 0).any()):
             raise ValueError(f'DBMTL takes the log of the task losses: they must be > -eps, got {loss.tolist()}')
         inv = 1.0 / (loss + self.eps)                                         # d log(L + eps) / dL, [P, T]
-        norms = gram.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()              # ||g_i||
+        norms = sq.clamp_min(0).sqrt()                                         # ||g_i||
         if self.norms is None:
             self.norms = torch.zeros_like(norms)
         if self.norms.shape != norms.shape:
