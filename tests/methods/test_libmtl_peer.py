@@ -361,14 +361,20 @@ def test_dbmtl_degenerate_inputs_and_positive_homogeneity():
 
 
 def test_dbmtl_blocks_and_problems():
-    """TaskBlocks give the dense result; with problem dims every problem is its own DB-MTL (own averages)."""
-    shape = (2, 3, 2)
-    g = torch.randn(3, *shape, generator=gen(2), dtype=torch.float64)
+    """TaskBlocks (a dense base task and sparse patch tasks) give the densified stack's result; with problem dims
+    every problem is its own DB-MTL (own averages)."""
+    shape = (2, 3, 4, 4)
+    base = torch.randn(1, *shape, generator=gen(0), dtype=torch.float64)
+    patch = torch.randn(3, 4, 3, generator=gen(1), dtype=torch.float64)
+    blocks = TaskBlocks(3, shape, base=base, base_tasks=[0], patch=patch, patch_rows=torch.tensor([1, 5, 20, 31]),
+                        patch_tasks=[0, 1, 2])
+    patch[0] = blocks.gather(base)[0]                       # the patch agrees with the base for the base task
     losses = torch.tensor([0.5, 1.0, 3.0], dtype=torch.float64)
-    blocks = TaskBlocks(3, shape, base=g, base_tasks=[0, 1, 2])
     a, b = DBMTL(), DBMTL()
     for _ in range(3):
-        torch.testing.assert_close(b.combine_blocks(blocks, losses=losses), a.combine(g, losses=losses))
+        torch.testing.assert_close(b.combine_blocks(blocks, losses=losses), a.combine(blocks.to_dense(), losses=losses))
+    shape = (2, 3, 2)
+    g = torch.randn(3, *shape, generator=gen(2), dtype=torch.float64)
     batched = DBMTL()
     loss_p = torch.rand(3, 2, generator=gen(3), dtype=torch.float64) + 0.5
     alone = [DBMTL(), DBMTL()]
