@@ -14,11 +14,19 @@ LINK = re.compile(r'!?\[(?:[^\]\[]|\[[^\]]*\])*\]\(([^()\s]+)(?:\s+"[^"]*")?\)')
 FENCE = re.compile(r'^(```|~~~)')
 
 
+#: Folders of a checkout that hold no project documentation (environments, data, outputs).
+SKIP_DIRS = {'.git', '.venv', '.venv-waymo', 'data', 'work_dirs', 'node_modules'}
+
+
 def markdown_files() -> list[Path]:
-    """The Markdown files git tracks or would track (untracked but not ignored)."""
-    out = subprocess.run(['git', 'ls-files', '--cached', '--others', '--exclude-standard', '*.md'], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
-    return sorted(ROOT / line for line in out.splitlines() if (ROOT / line).is_file())
+    """The Markdown files git tracks or would track (untracked but not ignored); outside a git checkout, every
+    ``*.md`` below the root but in :data:`SKIP_DIRS`."""
+    try:
+        out = subprocess.run(['git', 'ls-files', '--cached', '--others', '--exclude-standard', '*.md'], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+        return sorted(ROOT / line for line in out.splitlines() if (ROOT / line).is_file())
+    except (OSError, subprocess.CalledProcessError):
+        return sorted(p for p in ROOT.rglob('*.md') if not SKIP_DIRS & set(p.relative_to(ROOT).parts[:-1]))
 
 
 def prose_lines(text: str) -> list[tuple[int, str]]:
