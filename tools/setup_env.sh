@@ -4,8 +4,9 @@
 #
 #   bash tools/setup_env.sh            # idempotent: a rerun with nothing to do takes seconds
 #
-# mmcv 2.1.0 exists only as a source archive; it is built once (about 16 min on 2 cores) into a wheelhouse outside
-# the checkout, $GRADDROP_WHEELHOUSE (default ~/.cache/graddrop-mtl/wheels), and every later run installs that wheel.
+# mmcv 2.1.0 exists only as a source archive; it is built once (the longest step, docs/benchmarks.md) into a
+# wheelhouse outside the checkout, $GRADDROP_WHEELHOUSE (default ~/.cache/graddrop-mtl/wheels), and every later run
+# installs that wheel.
 # Environment: PYTHON (default python3.11, else python3), VENV (default .venv), GRADDROP_WHEELHOUSE.
 set -euo pipefail
 cd "$(dirname "$0")/.."

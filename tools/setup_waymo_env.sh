@@ -3,7 +3,7 @@
 # with its own pins). It cannot share an environment with torch 2.13 (it pins setuptools 67 and TensorFlow), so
 # graddrop_mtl uses it only through subprocesses (the official metric backend, the conversion parity test).
 #
-#   bash tools/setup_waymo_env.sh      # idempotent; about 80 s the first time
+#   bash tools/setup_waymo_env.sh      # idempotent
 #
 # Environment: PYTHON (default python3.11, else python3), WAYMO_VENV (default .venv-waymo).
 set -euo pipefail

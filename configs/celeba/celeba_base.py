@@ -50,9 +50,10 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=120000, val_interval=4000)
 # The per-task gradients are exact (float32). Opt-in approximation: the 40 per-task gradients at the backbone output
 # go through DENSE-512's [512, 32768] weight, and with
 #   --cfg-options optim_wrapper.task_grad_precision.cpu=bf16
-# that product runs on the CPU with bfloat16 inputs and float32 accumulation: faster on CPUs with AMX, about 4e-3
-# of each task's largest value off; on CPUs without oneDNN's bf16 fast path (AVX-512 BF16 without AMX, or none) it
-# changes nothing. The one backward through the trunk and the heads stays float32 either way (README.md).
+# that product runs on the CPU with bfloat16 inputs and float32 accumulation: faster and approximate on CPUs with
+# AMX (docs/benchmarks.md, "CelebA, bf16 per-task gradients"); on CPUs without oneDNN's bf16 fast path (AVX-512
+# BF16 without AMX, or none) it changes nothing. The one backward through the trunk and the heads stays float32
+# either way (README.md).
 optim_wrapper = dict(
     type='MultiTaskOptimWrapper',
     optimizer=dict(type='Adam', lr=1e-3, betas=(0.9, 0.999)),

@@ -1,14 +1,14 @@
 # The README's demo (python tools/demo.py): the reduced PointPillars with GradDrop, made smaller still so that the
-# whole demo fits in 10 minutes on 2 CPU cores: a 38.4 m square around the vehicle with 0.4 m pillars (96 x 96 grid)
+# whole demo runs on a CPU in minutes: a 38.4 m square around the vehicle with 0.4 m pillars (96 x 96 grid)
 # and the synthetic Waymo set that tools/demo.py writes (scenes inside that square). The model, the nine task losses,
 # the anchors, the assigner, the augmentation and the optim wrapper (GradDrop at the neck output) are the reduced
 # config's. What differs besides the range, for a run of 800 iterations instead of 24 epochs:
-# - batch 1 instead of 2: on 2 cores a batch-1 step costs less than half a batch-2 step, so the same time buys more
-#   than twice the updates, which a short run needs more than larger batches;
+# - batch 1 instead of 2: on a CPU a batch-1 step costs less than a batch-2 step, so the same time buys more
+#   updates, which a short run needs more than larger batches;
 # - Adam at a higher lr than the full config's (which is for 24 epochs), 20-iteration warm-up, cosine to 1e-5;
 # - BatchNorm momentum 0.1 instead of mmdet3d's 0.01: with 0.01 the running statistics used at test time still carry
 #   a large share of their initial values after a few hundred steps and lag the weights.
-# The measurements behind these choices: docs/benchmarks.md and configs/pointpillars_waymo/README.md ("Demo").
+# The measurements behind these choices: docs/benchmarks.md ("Why the demo config differs from the reduced one").
 _base_ = ['./pointpillars_mtl_graddrop_reduced-car.py']
 
 data_root = 'work_dirs/demo/data/waymo/kitti_format/'

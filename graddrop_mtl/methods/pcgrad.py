@@ -95,7 +95,7 @@ def pcgrad_coefficients(gram: Tensor, *, iterative: bool = False,
         outer = torch.arange(n_tasks, device=gram.device).expand(n_prob, -1)
     if gram.device.type == 'cpu' and n_prob <= _NUMPY_MAX_PROBLEMS:
         # A few problems: the T (T - 1) sequential projections on T x T floats run far faster in NumPy than as
-        # torch ops (about 5 us of dispatch each); many problems (the sine replicas): vectorised over them below.
+        # torch ops (each pays torch's per-op dispatch); many problems (the sine replicas): vectorised over them below.
         g, o, out, t = (x.cpu().numpy() for x in (gram.double(), order_others, outer, tiny))
         with np.errstate(invalid='ignore', over='ignore'):   # non-finite gradients give non-finite coefficients
             coef = np.stack([_project_np(g[p], o[p], out[p], float(t[p]), iterative) for p in range(n_prob)])

@@ -163,7 +163,7 @@ def time_calls(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, 
     """Best (minimum) wall time in ms of ``repeats`` calls of every function, after one warm-up call each.
 
     The functions take turns call by call, so that a change in the machine's speed (a shared virtual machine's
-    can change by 2x within a minute) affects them alike; the minimum, not the mean, because other processes
+    drifts within minutes) affects them alike; the minimum, not the mean, because other processes
     only ever add time."""
     for fn in fns.values():
         fn()

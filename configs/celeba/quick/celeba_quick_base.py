@@ -4,7 +4,7 @@
 #   python tools/make_synthetic_celeba.py --out-dir data/celeba_synth --num-images 4000 --seed 0 --size 32
 # What differs from ../celeba_base.py, and why:
 # - lr 1e-4 instead of the paper's 1e-3 (MGDA: 1e-6, the appendix's 100x lower): with 1e-3 the network learns only
-#   the attribute priors in a few hundred steps (configs/celeba/README.md, "Synthetic set and a quick CPU run");
+#   the attribute priors in a few hundred steps (docs/benchmarks.md, "CelebA, synthetic set (600 steps)");
 # - no data-loading workers, grad_mode fixed: a run is a function of randomness.seed alone (same seed, same result
 #   on the CPU), with no choice by timing;
 # - validation every 100 steps (the comparison's curves), the best checkpoint by validation error kept;
