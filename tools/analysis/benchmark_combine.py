@@ -2,15 +2,17 @@
 
 Every implementation gets the same stacked per-task gradients at a shared activation, ``grads [T, *A.shape]``:
 
-* ours: ``graddrop_mtl.methods`` on the native shape (``GradDrop``, ``RandomGradDrop``, ``PCGrad``, ``MGDA`` and
-  issue 23's methods: CAGrad, NashMTL, FairGrad, IMTLG, AlignedMTL, UPGrad, GradVac, DualProj, ConFIG, Random, Krum,
-  TrimmedMean, UW, DWA, RLW, FAMO, GLS),
-  statistics collection off (the wrapper collects them only every ``stats_interval`` steps); ``--methods`` picks
-  rows;
+* ours: every registered method (:func:`method_rows`, from the registry, so a method registered later gets a row;
+  ``Compose`` as GradNorm + GradDrop, and the batch-separated GradDrop) on the native shape, statistics collection
+  off (the wrapper collects them only every ``stats_interval`` steps); a loss weighting (``loss_only``) is timed by
+  ``weigh_losses``, which is what the wrapper calls for it (no per-task gradients); ``--methods`` picks rows;
 * TorchJD (``torchjd.aggregation``): aggregators work on a ``[T, D]`` matrix, so they get the flattened view
-  ``grads.reshape(T, -1)`` (a view, no copy). ``GradDrop()``; RandomGradDrop is ``GradDrop(f=lambda P: 1/2)``;
-  ``PCGrad()``; ``MGDA()`` (its Frank-Wolfe solver, default ``epsilon=1e-3, max_iters=100``), and also with
-  ``epsilon=1e-6, max_iters=10000`` (column ``torchjd 1e-6``), nearer the accuracy of our exact solver;
+  ``grads.reshape(T, -1)`` (a view, no copy); every method TorchJD has (:func:`torchjd_factories`), with our
+  settings made TorchJD's where the defaults differ (:data:`OURS_LIKE_TORCHJD`). RandomGradDrop is
+  ``GradDrop(f=lambda P: 1/2)``; ``MGDA()`` (its Frank-Wolfe solver, default ``epsilon=1e-3, max_iters=100``) also
+  with ``epsilon=1e-6, max_iters=10000`` (column ``torchjd 1e-6``), nearer the accuracy of our exact solver. CAGrad
+  and Nash-MTL need ``cvxpy`` (with ``clarabel`` / ``ecos``), UPGrad and DualProj ``quadprog`` and ``qpsolvers``:
+  without them those cells stay empty (cvxpy 1.9 needs numpy 2; 1.5.3 runs on the environment's numpy 1.23);
 * LibMTL 1.1.5 (``LibMTL.weighting``): its weightings are ``nn.Module`` mixins of a trainer that computes the
   per-task gradients itself. The weighting modules are imported on their own (``LibMTL/__init__`` imports
   torchvision models, which are not needed), and the gradient hooks of ``AbsWeighting`` are replaced by the given
@@ -27,6 +29,7 @@ agree and MGDA's weights have a non-trivial support), float32.
 Peers are not dependencies of the project: install them into a throwaway folder and point the script at it::
 
     python -m pip install --target /tmp/peers torchjd --no-deps
+    python -m pip install --target /tmp/peers --no-deps "cvxpy==1.5.3" clarabel ecos scs osqp qdldl quadprog qpsolvers
     python -m pip download libmtl==1.1.5 --no-deps -d /tmp/peers_dl
     python tools/analysis/benchmark_combine.py --peers-path /tmp/peers \
         --libmtl /tmp/peers_dl/LibMTL-1.1.5-py3-none-any.whl
