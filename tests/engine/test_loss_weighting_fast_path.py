@@ -100,6 +100,28 @@ def test_accumulation_and_loss_scale_as_the_per_task_path(name):
     assert fast.state_dict()['loss_scaler']['scale'] == 1024.0
 
 
+def test_overflow_of_the_weighted_gradient_backs_off_and_leaves_the_method_as_it_was():
+    """Dynamic loss scale: the weighted sum's gradient overflows at 2**127 (the losses are finite), so the step is
+    skipped, the scale halves and DWA's window is as before the step; the next steps train."""
+    torch.manual_seed(0)
+    model = ToyConvMTL()
+    wrapper = _wrapper(model, 'DWA', lr=0.05, linear_heads=['conv_cls', 'conv_reg'], grad_mode='linear',
+                       log_per_task=False, amp=dict(dtype=None, loss_scale=dict(init_scale=2.0**127)))
+    model.train_step(toy_conv_data(seed=0), wrapper)        # ordinary data fit at that scale
+    state = copy.deepcopy(wrapper.method.state_dict())
+    before = _trained(wrapper, model)
+    data = toy_conv_data(seed=1)
+    data['y'] = data['y'] * 1e4
+    model.train_step(data, wrapper)
+    assert wrapper.loss_scaler.get_scale() == 2.0**126 and wrapper.skipped_steps == 1
+    _assert_state_close(wrapper.method.state_dict(), state)
+    _assert_close(_trained(wrapper, model), before, atol=0)
+    for step in range(2, 4):
+        model.train_step(toy_conv_data(seed=step), wrapper)
+    assert wrapper.method.state_dict()['history'] is not None
+    assert any(not torch.equal(x, y) for x, y in zip(before, _trained(wrapper, model)))
+
+
 # ------------------------------------------------------------------------------------------- cost and state
 @pytest.mark.parametrize('name', LOSS_ONLY)
 def test_one_gradient_at_the_activation_and_one_weighing_per_step(name):
