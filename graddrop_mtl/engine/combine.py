@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ..methods import Method
-from ..methods.base import sq_norms
+from ..methods.base import combine_with_coefficients, flat_per_problem, sq_norms
 from ..methods.blocks import TaskBlocks
 
 
@@ -57,6 +57,19 @@ def combine(method: Method, grads: list[Tensor] | TaskBlocks, acts: list[Tensor]
     flat, activation = flatten(grads, acts, problem_dims)
     out = method.combine(flat, activation=activation, losses=losses, generator=generator, problem_dims=problem_dims)
     return unflatten(out, acts)
+
+
+def weighted_sum(grads: list[Tensor] | TaskBlocks, weights: Tensor, acts: list[Tensor],
+                 problem_dims: int = 0) -> list[Tensor]:
+    """``sum_i w_i G_i``, one trunk gradient per activation: a loss weighting's trunk gradient from per-task
+    gradients (what ``LossWeighting.combine`` returns, without calling the method again). ``weights``:
+    ``[T, *problems]``, used detached."""
+    w = weights.detach()
+    if isinstance(grads, TaskBlocks):
+        return [grads.linear_combination(w.reshape(grads.n_tasks))]
+    flat, _ = flatten(grads, acts, problem_dims)
+    coef = w.reshape(flat.shape[0], -1).t()                                      # [P, T]
+    return unflatten(combine_with_coefficients(flat_per_problem(flat, problem_dims), coef, flat), acts)
 
 
 def head_loss(task_losses: list[Tensor], weights: Tensor | None, extra: Tensor | None = None) -> Tensor:

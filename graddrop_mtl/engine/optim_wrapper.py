@@ -15,7 +15,10 @@ How a training step runs (mmengine's stock ``BaseModel.train_step`` / ``MMDistri
 2. per-task gradients ``G_i = dL_i/dA`` at the detached copy ``A`` (:mod:`.task_grads`: one vectorised
    ``autograd.grad`` call, a loop, or through the linear head layers, where they may stay sparse as
    :class:`~graddrop_mtl.methods.blocks.TaskBlocks`; ``grad_mode='auto'`` decides on the first step by rules).
-   ``Sum`` skips 2 and 4 between statistics steps: it takes the gradient of the summed loss alone;
+   ``Sum`` skips 2 and 4 between statistics steps: it takes the gradient of the summed loss alone. So do the loss
+   weightings (``method.loss_only``: UW, DWA, RLW, ...): their weights ``w = method.weigh_losses(L)`` come first,
+   from the losses alone and instead of ``combine``, and the trunk gets the gradient of ``sum_i w_i L_i`` taken as
+   one task (``sum_i w_i G_i`` on the steps that take the per-task gradients anyway);
 3. one decision on all ranks whether the step is taken (:mod:`.sync`; a non-finite loss or gradient anywhere skips
    it everywhere, and a skipped micro-step skips its whole accumulation window);
 4. ``g = method.combine(G, activation=A, losses=L, generator=...)`` (:mod:`.combine`; the generator is the step's
@@ -31,6 +34,7 @@ DDP averages the combined gradients, and the methods' statistics are summed over
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from contextlib import contextmanager
 from typing import Any, Mapping, Sequence
@@ -195,11 +199,21 @@ class MultiTaskOptimWrapper(OptimWrapper):
         self._connect_ranks()
         loss_values = torch.stack([v.detach().float() for v in losses])
         scale = self.amp.current_scale(loss_values.device)
-        grads, norms = self._gradients(losses, cap, scale)
-        per_task = not isinstance(grads, tuple)     # else only the summed gradient was taken (Sum, see there)
-        if not self._all_finite(names, norms, loss_values, per_task):
+        weights = before = None
+        if self.method.loss_only:                   # a loss weighting: its weights first, see _weigh
+            before = copy.deepcopy(self.method.state_dict())
+            weights = self._weigh(cap, loss_values)
+        grads, norms = self._gradients(losses, cap, scale, weights)
+        per_task = not isinstance(grads, tuple)     # else only the (weighted) summed gradient was taken
+        if not self._all_finite(names, norms, loss_values, per_task, weights):
+            if before is not None:                  # a skipped step leaves the method as it was
+                self.method.load_state_dict(before)
             return self._skip_micro_step()
-        trunk_grads, weights = self._combine(grads, cap, loss_values)
+        if weights is None:
+            trunk_grads, weights = self._combine(grads, cap, loss_values)
+        else:
+            trunk_grads = comb.weighted_sum(grads, weights, cap.detached, self.problem_dims) if per_task \
+                else list(grads)
         # combined: the per-task gradients are freed before the backward, where the step's memory peaks (at full
         # size their dense part is as large as the shared activation)
         grads = None
@@ -235,16 +249,17 @@ class MultiTaskOptimWrapper(OptimWrapper):
         if not self._checked and world_size() > 1:
             self.method.set_reducer(sum_across_ranks)
 
-    def _gradients(self, losses: list[Tensor], cap: Captured, scale: float):
+    def _gradients(self, losses: list[Tensor], cap: Captured, scale: float, weights: Tensor | None = None):
         """Per-task gradients at the activation(s) (float32, unscaled) and their norms; or, for a method that
-        needs none (``Sum``) between statistics steps, a tuple of the summed gradient per activation and its
-        norm."""
+        needs none between statistics steps, a tuple of the summed gradient per activation and its norm: the
+        gradient of ``sum_i L_i`` (``Sum``) or, given a loss weighting's ``weights``, of ``sum_i w_i L_i``."""
         stats_step = self._steps % self.stats_interval == 0
         scaled = losses if scale == 1.0 else [v * scale for v in losses]
-        if self.method.needs_task_grads or (self.log_per_task and stats_step) or self.grad_mode == 'auto':
+        needs_task_grads = self.method.needs_task_grads and weights is None
+        if needs_task_grads or (self.log_per_task and stats_step) or self.grad_mode == 'auto':
             grads = self.amp.unscale(self._per_task_grads(scaled, cap.detached, cap.head_calls), scale)
             return grads, comb.task_norms(grads)
-        summed = [sum(v.sum() for v in scaled)]
+        summed = [comb.head_loss(scaled, None if weights is None else weights.detach())]
         if self.grad_mode == 'linear':       # through the layers (their first call checks them, see task_grads)
             total = self._task_grads(summed, cap.detached, cap.head_calls)
         else:
@@ -262,10 +277,23 @@ class MultiTaskOptimWrapper(OptimWrapper):
         trunk_grads = comb.combine(self.method, grads, cap.detached, loss_values, generator, self.problem_dims)
         return trunk_grads, self.method.task_weights
 
-    def _all_finite(self, names: list[str], norms: Tensor, loss_values: Tensor, per_task: bool) -> bool:
-        """ONE decision on all ranks: a non-finite loss anywhere skips the step everywhere; non-finite gradients
-        with finite losses are an overflow under loss scaling (every rank lowers the scale alike)."""
+    def _weigh(self, cap: Captured, loss_values: Tensor) -> Tensor:
+        """A loss weighting's (``method.loss_only``) task weights of this step from the losses alone, drawing from
+        the step's stream; called INSTEAD of ``combine`` (each advances the method's state). The trunk then gets
+        the gradient of ``sum_i w_i L_i``, taken as one task (as ``Sum``'s summed gradient), or ``sum_i w_i G_i``
+        on the steps that take the per-task gradients anyway (statistics, the first step of ``'auto'``)."""
+        self.method.collect_stats = self._steps % self.stats_interval == 0
+        generator = self.streams.for_step(self.seed, self._steps, cap.detached[0], self.problem_dims)
+        return self.method.weigh_losses(loss_values, generator)
+
+    def _all_finite(self, names: list[str], norms: Tensor, loss_values: Tensor, per_task: bool,
+                    weights: Tensor | None = None) -> bool:
+        """ONE decision on all ranks: a non-finite loss (or loss weight) anywhere skips the step everywhere;
+        non-finite gradients with finite losses are an overflow under loss scaling (every rank lowers the scale
+        alike)."""
         local_loss_bad = not bool(torch.isfinite(loss_values).all())
+        if weights is not None:
+            local_loss_bad = local_loss_bad or not bool(torch.isfinite(weights.detach()).all())
         local_grad_bad = not bool(torch.isfinite(norms).all())
         loss_bad, grad_bad = any_across_ranks([local_loss_bad, local_grad_bad], loss_values.device)
         if not (loss_bad or grad_bad):
@@ -281,8 +309,11 @@ class MultiTaskOptimWrapper(OptimWrapper):
         else:
             bad = [n for i, n in enumerate(names) if not bool(torch.isfinite(loss_values[i]).all())]
             bad = bad or ('the summed gradient' if local_grad_bad else [])
-        warnings.warn(f'MultiTaskOptimWrapper: non-finite loss or gradient at the shared activation for tasks '
-                      f'{bad or "(on another rank)"}; step skipped, nothing updated '
+        what = f'loss or gradient at the shared activation for tasks {bad or "(on another rank)"}'
+        if weights is not None and not bool(torch.isfinite(weights.detach()).all()):
+            what = (f'task weights of {type(self.method).__name__}: {weights.detach().tolist()} for the losses '
+                    f'{dict(zip(names, loss_values.tolist()))}')
+        warnings.warn(f'MultiTaskOptimWrapper: non-finite {what}; step skipped, nothing updated '
                       f'({self.skipped_steps + 1} skipped so far)')
         return False
 

@@ -2,15 +2,17 @@
 
 Every implementation gets the same stacked per-task gradients at a shared activation, ``grads [T, *A.shape]``:
 
-* ours: ``graddrop_mtl.methods`` on the native shape (``GradDrop``, ``RandomGradDrop``, ``PCGrad``, ``MGDA`` and
-  issue 23's methods: CAGrad, NashMTL, FairGrad, IMTLG, AlignedMTL, UPGrad, GradVac, DualProj, ConFIG, Random, Krum,
-  TrimmedMean, UW, DWA, RLW, FAMO, GLS),
-  statistics collection off (the wrapper collects them only every ``stats_interval`` steps); ``--methods`` picks
-  rows;
+* ours: every registered method (:func:`method_rows`, from the registry, so a method registered later gets a row;
+  ``Compose`` as GradNorm + GradDrop, and the batch-separated GradDrop) on the native shape, statistics collection
+  off (the wrapper collects them only every ``stats_interval`` steps); a loss weighting (``loss_only``) is timed by
+  ``weigh_losses``, which is what the wrapper calls for it (no per-task gradients); ``--methods`` picks rows;
 * TorchJD (``torchjd.aggregation``): aggregators work on a ``[T, D]`` matrix, so they get the flattened view
-  ``grads.reshape(T, -1)`` (a view, no copy). ``GradDrop()``; RandomGradDrop is ``GradDrop(f=lambda P: 1/2)``;
-  ``PCGrad()``; ``MGDA()`` (its Frank-Wolfe solver, default ``epsilon=1e-3, max_iters=100``), and also with
-  ``epsilon=1e-6, max_iters=10000`` (column ``torchjd 1e-6``), nearer the accuracy of our exact solver;
+  ``grads.reshape(T, -1)`` (a view, no copy); every method TorchJD has (:func:`torchjd_factories`), with our
+  settings made TorchJD's where the defaults differ (:data:`OURS_LIKE_TORCHJD`). RandomGradDrop is
+  ``GradDrop(f=lambda P: 1/2)``; ``MGDA()`` (its Frank-Wolfe solver, default ``epsilon=1e-3, max_iters=100``) also
+  with ``epsilon=1e-6, max_iters=10000`` (column ``torchjd 1e-6``), nearer the accuracy of our exact solver. CAGrad
+  and Nash-MTL need ``cvxpy`` (with ``clarabel`` / ``ecos``), UPGrad and DualProj ``quadprog`` and ``qpsolvers``:
+  without them those cells stay empty (cvxpy 1.9 needs numpy 2; 1.5.3 runs on the environment's numpy 1.23);
 * LibMTL 1.1.5 (``LibMTL.weighting``): its weightings are ``nn.Module`` mixins of a trainer that computes the
   per-task gradients itself. The weighting modules are imported on their own (``LibMTL/__init__`` imports
   torchvision models, which are not needed), and the gradient hooks of ``AbsWeighting`` are replaced by the given
@@ -27,6 +29,7 @@ agree and MGDA's weights have a non-trivial support), float32.
 Peers are not dependencies of the project: install them into a throwaway folder and point the script at it::
 
     python -m pip install --target /tmp/peers torchjd --no-deps
+    python -m pip install --target /tmp/peers --no-deps "cvxpy==1.5.3" clarabel ecos scs osqp qdldl quadprog qpsolvers
     python -m pip download libmtl==1.1.5 --no-deps -d /tmp/peers_dl
     python tools/analysis/benchmark_combine.py --peers-path /tmp/peers \
         --libmtl /tmp/peers_dl/LibMTL-1.1.5-py3-none-any.whl
@@ -45,6 +48,7 @@ path, and checks that the two agree: ``OMP_NUM_THREADS=1 python tools/analysis/b
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import importlib
 import importlib.metadata
@@ -205,56 +209,72 @@ def torchjd_peer(factory: Callable[[], Callable], flat: Tensor) -> Callable[[], 
     return lambda: aggregator(flat)
 
 
-def new_method_specs(ours: Callable, tjd, flat: Tensor) -> list[tuple[str, Callable, dict[str, Callable | None]]]:
-    """Issue 23's methods: the Gram-matrix methods against TorchJD's aggregators of the same name (default
-    hyperparameters on both sides, ours set to the same ones where the defaults differ), the loss weightings
-    (no peer here: LibMTL's need its trainer)."""
-    from graddrop_mtl.methods import (
-        DWA,
-        FAMO,
-        GLS,
-        IMTLG,
-        RLW,
-        UW,
-        AlignedMTL,
-        CAGrad,
-        ConFIG,
-        DualProj,
-        FairGrad,
-        GradVac,
-        Krum,
-        NashMTL,
-        Random,
-        TrimmedMean,
-        UPGrad,
-    )
-    n_tasks = flat.shape[0]
-    specs: list[tuple[str, Callable, dict[str, Callable | None]]] = []
-    gram_methods = [
-        ('CAGrad', CAGrad(c=0.5, rescale=0), lambda: tjd.CAGrad(c=0.5)),
-        ('NashMTL', NashMTL(), lambda: tjd.NashMTL(n_tasks=n_tasks)),
-        ('FairGrad', FairGrad(alpha=1.0), lambda: tjd.FairGrad(alpha=1.0)),
-        ('IMTLG', IMTLG(), lambda: tjd.IMTLG()),
-        ('AlignedMTL', AlignedMTL(), lambda: tjd.AlignedMTL()),
-        ('UPGrad', UPGrad(), lambda: tjd.UPGrad()),
-        ('GradVac', GradVac(beta=0.5), lambda: tjd.GradVac(beta=0.5)),
-        ('DualProj', DualProj(), lambda: tjd.DualProj()),
-        ('ConFIG', ConFIG(), lambda: tjd.ConFIG()),
-        ('Random', Random(), lambda: tjd.Random()),
-        ('Krum', Krum(n_byzantine=0), lambda: tjd.Krum(n_byzantine=0)),
-        ('TrimmedMean', TrimmedMean(trim_number=1), lambda: tjd.TrimmedMean(trim_number=1)),
-    ]
-    for name, method, factory in gram_methods:
-        specs.append((name, ours(method), {'torchjd': torchjd_peer(factory, flat) if tjd else None,
-                                           'libmtl': None}))
-    for name, method in [('UW', UW()), ('DWA', DWA()), ('RLW', RLW()), ('FAMO', FAMO()), ('GLS', GLS())]:
-        specs.append((name, ours(method), {'torchjd': None, 'libmtl': None}))
-    return specs
+#: Our settings where TorchJD's defaults differ from ours (TorchJD's are taken, so that both compute the same).
+OURS_LIKE_TORCHJD: dict[str, dict] = {
+    'CAGrad': dict(c=0.5, rescale=0),          # TorchJD's CAGrad has no rescaling
+    'FairGrad': dict(alpha=1.0),
+    'GradVac': dict(beta=0.5),
+    'Krum': dict(n_byzantine=0),
+    'TrimmedMean': dict(trim_number=1),
+}
+#: Rows that are not a registered method with the settings above.
+VARIANTS: dict[str, dict] = {
+    'GradDrop batch-separated': dict(type='GradDrop', batch_separated=True),
+    'GradNorm+GradDrop': dict(type='Compose', weighting=dict(type='GradNorm'), then=dict(type='GradDrop')),
+}
+#: Rows first in the table (the paper's methods); then every other registered method by name.
+FIRST_ROWS = ('GradDrop', 'GradDrop batch-separated', 'RandomGradDrop', 'PCGrad', 'MGDA')
+
+
+def torchjd_factories(tjd, n_tasks: int) -> dict[str, Callable[[], Callable]]:
+    """Registry name -> a factory of TorchJD's aggregator of the same method (called on the dense ``[T, D]``
+    matrix), with the settings of :data:`OURS_LIKE_TORCHJD`. TorchJD's SDMGrad is a weighting of a T x T matrix
+    (the product of two independent batches' Jacobians; here the one batch's Gram matrix), aggregated as
+    ``w @ J``."""
+    def weighted(weighting):
+        return lambda m: weighting(m @ m.T) @ m
+
+    return {
+        'Sum': lambda: tjd.Sum(),
+        'GradDrop': lambda: tjd.GradDrop(),
+        'RandomGradDrop': lambda: tjd.GradDrop(f=lambda p: torch.full_like(p, 0.5)),
+        'PCGrad': lambda: tjd.PCGrad(),
+        'MGDA': lambda: tjd.MGDA(),
+        'CAGrad': lambda: tjd.CAGrad(c=0.5),
+        'NashMTL': lambda: tjd.NashMTL(n_tasks=n_tasks),
+        'FairGrad': lambda: tjd.FairGrad(alpha=1.0),
+        'IMTLG': lambda: tjd.IMTLG(),
+        'AlignedMTL': lambda: tjd.AlignedMTL(),
+        'UPGrad': lambda: tjd.UPGrad(),
+        'GradVac': lambda: tjd.GradVac(beta=0.5),
+        'DualProj': lambda: tjd.DualProj(),
+        'ConFIG': lambda: tjd.ConFIG(),
+        'Random': lambda: tjd.Random(),
+        'Krum': lambda: tjd.Krum(n_byzantine=0),
+        'TrimmedMean': lambda: tjd.TrimmedMean(trim_number=1),
+        'ExcessMTL': lambda: tjd.ExcessMTL(),
+        'SDMGrad': lambda: weighted(tjd.SDMGradWeighting()),
+    }
+
+
+def method_rows() -> list[tuple[str, dict]]:
+    """``(label, our method's config)`` for every registered method (``Compose`` as GradNorm + GradDrop), with
+    TorchJD's settings where they differ (:data:`OURS_LIKE_TORCHJD`), and the batch-separated GradDrop."""
+    from graddrop_mtl.methods import METHODS
+    rows = {}
+    for name in sorted(METHODS):
+        if name == 'Compose':
+            rows['GradNorm+GradDrop'] = VARIANTS['GradNorm+GradDrop']
+        else:
+            rows[name] = dict(type=name, **OURS_LIKE_TORCHJD.get(name, {}))
+    rows['GradDrop batch-separated'] = VARIANTS['GradDrop batch-separated']
+    first = [label for label in FIRST_ROWS if label in rows]
+    return [(label, rows[label]) for label in first + [label for label in rows if label not in first]]
 
 
 def benchmark_shape(name: str, shape: tuple[int, ...], tjd, libmtl, repeats: int, check: bool,
                     methods: list[str] | None = None) -> list[Row]:
-    from graddrop_mtl.methods import MGDA, GradDrop, PCGrad, RandomGradDrop
+    from graddrop_mtl.methods import MGDA, build_method
 
     grads, activation, losses = make_inputs(shape, seed=0)
     flat = grads.reshape(shape[0], -1)
@@ -275,29 +295,29 @@ def benchmark_shape(name: str, shape: tuple[int, ...], tjd, libmtl, repeats: int
             m.backward(loss_list, leak=0.0)
         return run
 
-    specs: list[tuple[str, Callable, dict[str, Callable | None]]] = [
-        ('GradDrop', ours(GradDrop()), {
-            'torchjd': (lambda a=tjd.GradDrop(): a(flat)) if tjd else None,
-            'libmtl': None}),
-        ('GradDrop batch-separated', ours(GradDrop(batch_separated=True)), {
-            'torchjd': None,
-            'libmtl': libmtl_rep_call(libmtl_rep_method(libmtl['GradDrop'], grads, activation)) if libmtl else None}),
-        ('RandomGradDrop', ours(RandomGradDrop()), {
-            'torchjd': (lambda a=tjd.GradDrop(f=lambda p: torch.full_like(p, 0.5)): a(flat)) if tjd else None,
-            'libmtl': None}),
-        ('PCGrad', ours(PCGrad()), {
-            'torchjd': (lambda a=tjd.PCGrad(): a(flat)) if tjd else None,
-            'libmtl': (lambda m=libmtl_flat_method(libmtl['PCGrad'], flat): m.backward(loss_list))
-            if libmtl else None}),
-        ('MGDA', ours(MGDA()), {
-            'torchjd': (lambda a=tjd.MGDA(): a(flat)) if tjd else None,
-            'torchjd 1e-6': (lambda a=tjd.MGDA(epsilon=1e-6, max_iters=10000): a(flat)) if tjd else None,
-            'libmtl': (lambda m=libmtl_flat_method(libmtl['MGDA'], flat): m.backward(loss_list, mgda_gn='none'))
-            if libmtl else None}),
-    ]
-    specs += new_method_specs(ours, tjd, flat)
-    if methods:
-        specs = [spec for spec in specs if spec[0] in methods]
+    factories = torchjd_factories(tjd, shape[0]) if tjd else {}
+    libmtl_calls = {
+        'GradDrop batch-separated': lambda: libmtl_rep_call(libmtl_rep_method(libmtl['GradDrop'], grads, activation)),
+        'PCGrad': lambda: (lambda m=libmtl_flat_method(libmtl['PCGrad'], flat): m.backward(loss_list)),
+        'MGDA': lambda: (lambda m=libmtl_flat_method(libmtl['MGDA'], flat): m.backward(loss_list, mgda_gn='none')),
+    }
+    specs: list[tuple[str, Callable, dict[str, Callable | None]]] = []
+    for row_label, cfg in method_rows():
+        if methods and row_label not in methods:
+            continue
+        method = build_method(copy.deepcopy(cfg))
+        peers: dict[str, Callable | None] = {'torchjd': None, 'libmtl': None}
+        if row_label in factories:
+            peers['torchjd'] = torchjd_peer(factories[row_label], flat)
+        if libmtl and row_label in libmtl_calls:
+            peers['libmtl'] = libmtl_calls[row_label]()
+        if row_label == 'MGDA' and tjd:
+            peers['torchjd 1e-6'] = lambda a=tjd.MGDA(epsilon=1e-6, max_iters=10000): a(flat)
+        if method.loss_only:
+            # what the wrapper calls for a loss weighting: its weights from the losses, no per-task gradients
+            specs.append((f'{row_label} (weigh_losses)', lambda m=method: m.weigh_losses(losses, generator), peers))
+        else:
+            specs.append((row_label, ours(method), peers))
     for method, ours_fn, peers in specs:
         row = Row(method, label)
         timed = time_calls({'ours': ours_fn, **{peer: fn for peer, fn in peers.items() if fn is not None}}, repeats)
@@ -319,7 +339,8 @@ def benchmark_shape(name: str, shape: tuple[int, ...], tjd, libmtl, repeats: int
         if libmtl:
             m = libmtl_flat_method(libmtl['MGDA'], flat)
             report['libmtl'] = mgda_residual(gram, torch.as_tensor(m.backward(loss_list, mgda_gn='none')))
-        rows[-1].notes.append('KKT residual ' + ', '.join(f'{k} {v:.1e}' for k, v in report.items()))
+        mgda_row = next((row for row in rows if row.method == 'MGDA'), None) or Row('MGDA', label)
+        mgda_row.notes.append('KKT residual ' + ', '.join(f'{k} {v:.1e}' for k, v in report.items()))
     return rows
 
 
