@@ -63,3 +63,8 @@ __all__ = ['METHODS', 'Method', 'build_method', 'register_method', 'Sum', 'GradD
            'MGDA', 'GradNorm', 'GradPenalty', 'Compose', 'min_norm_simplex', 'pcgrad_coefficients', 'AlignedMTL',
            'CAGrad', 'DWA', 'FAMO', 'GradVac', 'IMTLG', 'IMTLL', 'FairGrad', 'NashMTL', 'RLW', 'UPGrad', 'UW',
            'GramWeighting', 'LossWeighting', 'ConFIG', 'DualProj', 'GLS', 'Random', 'Krum', 'TrimmedMean']
+
+# Issue 23, more gradient methods: ExcessMTL (exponentiated weights on running excess-risk estimates).
+from .excess_mtl import ExcessMTL  # noqa: E402
+
+__all__ += ['ExcessMTL']
