@@ -100,28 +100,28 @@ class ExcessMTL(Method):
         excess = torch.zeros(blocks.n_tasks, dtype=torch.float64, device=blocks.device)
         updates = []
         for i in range(blocks.n_tasks):
-            s_i = acc[i, 0, :dim].view(blocks.shape)
+            s_flat = acc[i, 0, :dim]
+            s_i = s_flat.view(blocks.shape)
             p = None if blocks.patch is None or i not in blocks.patch_tasks else \
                 blocks.patch[blocks.patch_tasks.index(i)]
             if i in blocks.base_tasks:
                 g = blocks.base[blocks.base_tasks.index(i)].contiguous()
                 if p is not None:
                     g = blocks.scatter_(g.clone(), p)
-                excess[i], new = self._excess(g, s_i)
+                excess[i], new = self._excess(g.reshape(-1), s_flat)
             elif p is not None:
-                s_rows = blocks.gather(s_i)
-                excess[i], new_rows = self._excess(p, s_rows)
-                new = (blocks, new_rows)
+                excess[i], new_rows = self._excess(p.reshape(-1), blocks.gather(s_i).reshape(-1))
+                new = new_rows.view(p.shape)
             else:
                 continue
-            updates.append((s_i, new))
+            updates.append((s_i, s_flat, new))
 
         def commit():
-            for s_i, new in updates:
-                if isinstance(new, tuple):
-                    new[0].scatter_(s_i, new[1])
+            for s_i, s_flat, new in updates:
+                if new.shape == s_flat.shape:
+                    s_flat.copy_(new)
                 else:
-                    s_i.copy_(new)
+                    blocks.scatter_(s_i, new)
 
         w = self._update(excess[None], commit)
         self.task_weights = w[0].to(blocks.dtype)

@@ -38,9 +38,11 @@ CONFIGS = {
     'Random': dict(type='Random'),
     'Krum': dict(type='Krum', n_byzantine=0, n_selected=2),
     'TrimmedMean': dict(type='TrimmedMean', trim_number=1),
+    'ExcessMTL': dict(type='ExcessMTL', robust_step_size=0.5),
 }
 EXPECTED |= {'CAGrad', 'NashMTL', 'FairGrad', 'IMTLG', 'AlignedMTL', 'UPGrad', 'GradVac', 'UW', 'IMTLL', 'DWA', 'RLW',
              'FAMO', 'DualProj', 'ConFIG', 'GLS', 'Random', 'Krum', 'TrimmedMean'}
+EXPECTED |= {'ExcessMTL'}
 
 
 def test_every_method_is_registered():
@@ -152,6 +154,7 @@ def test_bad_gradients(grads, problem_dims, error):
 
 
 STATEFUL = ['GradNorm', 'NashMTL', 'GradVac', 'UW', 'IMTLL', 'DWA', 'FAMO', 'Compose']
+STATEFUL += ['ExcessMTL']
 
 
 @pytest.mark.parametrize('name', STATEFUL)

@@ -1,0 +1,186 @@
+"""The stateful gradient methods of issue 23 that TorchJD 0.18 offers as weightings (ExcessMTL, SDMGrad, MoDo) and
+MoCo (LibMTL only): against the peer on random inputs over several steps (the state carries over), the defining
+update, degenerate and scaled inputs, TaskBlocks, several ranks and the state round trip."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchjd.aggregation as torchjd_aggregation  # requirements/bench.txt
+
+from graddrop_mtl.methods import ExcessMTL, build_method
+from graddrop_mtl.methods.blocks import TaskBlocks
+
+from ._util import ThreadAllReduce, gen, run_ranks
+
+
+def random_grads(seed: int, n_tasks: int, d: int, shared: float = 0.5, dtype=torch.float64) -> torch.Tensor:
+    return ((torch.randn(n_tasks, d, generator=gen(seed), dtype=torch.float64)
+             + shared * torch.randn(1, d, generator=gen(seed + 1), dtype=torch.float64))
+            * torch.rand(n_tasks, 1, generator=gen(seed + 2), dtype=torch.float64).add(0.3)).to(dtype)
+
+
+CASES = [(0, 2, 10), (1, 3, 20), (2, 5, 40), (3, 9, 100), (4, 12, 30)]
+
+
+def blocks_and_dense(seed: int) -> tuple[TaskBlocks, torch.Tensor]:
+    """Three tasks at a [2, 3, 4, 4] activation: task 0 dense (the base), tasks 1 and 2 at four rows."""
+    shape = (2, 3, 4, 4)
+    base = torch.randn(1, *shape, generator=gen(seed), dtype=torch.float64)
+    rows = torch.tensor([1, 5, 20, 31])
+    patch = torch.randn(3, 4, 3, generator=gen(seed + 1), dtype=torch.float64)
+    blocks = TaskBlocks(3, shape, base=base, base_tasks=[0], patch=patch, patch_rows=rows, patch_tasks=[0, 1, 2])
+    patch[0] = blocks.gather(base)[0]                    # the patch agrees with the base for the base task
+    return blocks, blocks.to_dense()
+
+
+# -- ExcessMTL ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('seed,n_tasks,d', CASES)
+@pytest.mark.parametrize('step_size,warmup', [(1.0, 0), (0.3, 2)])
+def test_excess_mtl_matches_torchjd_over_steps(seed, n_tasks, d, step_size, warmup):
+    """TorchJD's ExcessMTLWeighting fed the same [T, D] matrices for six steps (float64): the same weights and the
+    same combined gradient to 1e-12 (rsqrt against 1 / sqrt: rounding only)."""
+    ours = ExcessMTL(robust_step_size=step_size, n_warmup_steps=warmup)
+    ref = torchjd_aggregation.ExcessMTLWeighting(robust_step_size=step_size, n_warmup_steps=warmup)
+    for step in range(6):
+        g = random_grads(seed + 10 * step, n_tasks, d)
+        out = ours.combine(g)
+        w = ref(g)
+        torch.testing.assert_close(ours.task_weights, w, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(out, w @ g, rtol=1e-12, atol=1e-12)
+
+
+def test_excess_mtl_float32_matches_torchjd_in_float64():
+    """float32 gradients (float32 accumulator, float64 sums): TorchJD's float64 weights to 1e-5."""
+    ours, ref = ExcessMTL(), torchjd_aggregation.ExcessMTLWeighting()
+    for step in range(4):
+        g = random_grads(step, 5, 20_000)
+        ours.combine(g.float())
+        torch.testing.assert_close(ours.task_weights.double(), ref(g), rtol=1e-5, atol=1e-6)
+
+
+def excess_risks(sq_sums: np.ndarray, g: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    return (g * g / np.sqrt(sq_sums + eps)).sum(1)
+
+
+def test_excess_mtl_exponentiated_update():
+    """The paper's Eq. 9 written out in numpy: log alpha moves by eta * E_t / E_1 (E from Eq. 6-7, the AdaGrad
+    accumulator), so a task whose gradients grow against its first step gains weight."""
+    eta = 0.5
+    method = ExcessMTL(robust_step_size=eta)
+    growth = np.array([1.0, 1.0, 3.0])
+    sq = np.zeros((3, 30))
+    alpha = np.full(3, 1 / 3)
+    base = random_grads(7, 3, 30).numpy()
+    for step in range(4):
+        g = base * (growth[:, None] ** step)
+        method.combine(torch.from_numpy(g))
+        sq += g * g
+        risk = excess_risks(sq, g)
+        if step == 0:
+            first = risk
+            alpha = np.exp(np.log(alpha) + eta * risk)
+        else:
+            alpha = np.exp(np.log(alpha) + eta * risk / (first + 1e-7))
+        alpha /= alpha.sum()
+        np.testing.assert_allclose(method.task_weights.numpy(), alpha, rtol=1e-12)
+    assert method.task_weights[2] > method.task_weights[0] and method.task_weights[2] > method.task_weights[1]
+
+
+@pytest.mark.parametrize('case', ['zero', 'one_task', 'parallel', 'opposite'])
+def test_excess_mtl_degenerate_inputs(case):
+    g = {'zero': torch.zeros(3, 6), 'one_task': torch.randn(1, 6, generator=gen(0)),
+         'parallel': torch.tensor([[1.0, 2.0], [2.0, 4.0], [3.0, 6.0]]),
+         'opposite': torch.tensor([[1.0, 2.0], [-1.0, -2.0]])}[case]
+    method = ExcessMTL()
+    for _ in range(3):
+        out = method.combine(g)
+        assert out.shape == g.shape[1:] and out.dtype == g.dtype and bool(torch.isfinite(out).all())
+    w = method.task_weights
+    torch.testing.assert_close(w.sum(), torch.tensor(1.0))
+    if case == 'zero':                 # no excess risk anywhere: the weights stay uniform, the result is zero
+        assert bool((out == 0).all()) and torch.equal(w, torch.full((3,), 1 / 3))
+    if case == 'one_task':
+        torch.testing.assert_close(out, g[0])
+    if case == 'opposite':             # equal excess risks: equal weights, the gradients cancel
+        torch.testing.assert_close(w, torch.full((2,), 0.5))
+        torch.testing.assert_close(out, torch.zeros(2), atol=1e-6, rtol=0)
+
+
+def test_excess_mtl_non_finite_step_leaves_the_state():
+    g = random_grads(0, 3, 8)
+    method = ExcessMTL()
+    method.combine(g)
+    before = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in method.state_dict().items()}
+    bad = g.clone()
+    bad[1, 3] = float('nan')
+    assert not bool(torch.isfinite(method.combine(bad)).all())
+    torch.testing.assert_close(method.state_dict(), before, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('scale', [0.0, 1e-30, 1e-15, 1e-3, 1.0, 1e8, 1e15])
+def test_excess_mtl_scaled_inputs(scale):
+    """float32 gradients scaled by 0 .. 1e15: finite results; with one warm-up step (the baseline) the weights are
+    those of the unscaled gradients wherever S is far above eps (scales 1 .. 1e15)."""
+    steps = [random_grads(s, 4, 20_000, dtype=torch.float32) for s in range(4)]
+    ref, method = ExcessMTL(n_warmup_steps=1), ExcessMTL(n_warmup_steps=1)
+    for g in steps:
+        ref.combine(g)
+        out = method.combine(g * scale)
+        assert bool(torch.isfinite(out).all()) and bool(torch.isfinite(method.task_weights).all())
+    if scale >= 1.0:
+        torch.testing.assert_close(method.task_weights, ref.task_weights, rtol=1e-4, atol=1e-6)
+
+
+def test_excess_mtl_blocks_give_the_dense_result():
+    """Three steps on TaskBlocks and on their dense stack: the same results and the same state."""
+    a, b = ExcessMTL(), ExcessMTL()
+    for step in range(3):
+        blocks, dense = blocks_and_dense(10 * step)
+        torch.testing.assert_close(b.combine_blocks(blocks), a.combine(dense), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(b.task_weights, a.task_weights, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(b.state_dict(), a.state_dict(), rtol=1e-12, atol=1e-12)
+
+
+def test_excess_mtl_smaller_activation_uses_the_leading_elements():
+    """A short batch (10 of 20 elements) gives what the same gradients zero-padded to 20 give: zeros add nothing to
+    the excess risks or the accumulator."""
+    a, b = ExcessMTL(), ExcessMTL()
+    for step, d in enumerate([20, 10, 20, 10]):
+        g = random_grads(step, 3, d)
+        a.combine(g)
+        b.combine(torch.nn.functional.pad(g, (0, 20 - d)))
+        torch.testing.assert_close(a.task_weights, b.task_weights, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match='set up for 3 tasks'):
+        a.combine(random_grads(0, 4, 10))
+
+
+def test_excess_mtl_ranks_agree_with_one_process():
+    """Two ranks: the excess risks are summed, so both ranks hold the weights and the baseline of one process
+    holding the concatenated activation (whose accumulator is the ranks' accumulators side by side)."""
+    steps = [[random_grads(10 * s + r, 4, 12) for r in range(2)] for s in range(3)]
+    single = ExcessMTL()
+    for g in steps:
+        single.combine(torch.cat(g, 1))
+    reduce = ThreadAllReduce(2)
+
+    def rank(r):
+        method = ExcessMTL()
+        method.set_reducer(reduce.reducer(r))
+        for g in steps:
+            method.combine(g[r])
+        return method.state_dict()
+
+    s0, s1 = run_ranks(2, rank)
+    assert reduce.calls == 3                              # one reducer call per combine
+    for key in ('weights', 'baseline', 'step'):
+        torch.testing.assert_close(s0[key], s1[key], rtol=0, atol=0)
+        torch.testing.assert_close(s0[key], single.state_dict()[key], rtol=1e-12, atol=0)
+    torch.testing.assert_close(torch.cat([s0['sq_grad_sum'], s1['sq_grad_sum']], 2),
+                               single.state_dict()['sq_grad_sum'])
+
+
+def test_excess_mtl_arguments_are_checked():
+    for bad in (dict(robust_step_size=0.0), dict(n_warmup_steps=-1), dict(eps=-1.0)):
+        with pytest.raises(ValueError, match='ExcessMTL'):
+            build_method(dict(type='ExcessMTL', **bad))
