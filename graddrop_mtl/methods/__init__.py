@@ -64,7 +64,9 @@ __all__ = ['METHODS', 'Method', 'build_method', 'register_method', 'Sum', 'GradD
            'CAGrad', 'DWA', 'FAMO', 'GradVac', 'IMTLG', 'IMTLL', 'FairGrad', 'NashMTL', 'RLW', 'UPGrad', 'UW',
            'GramWeighting', 'LossWeighting', 'ConFIG', 'DualProj', 'GLS', 'Random', 'Krum', 'TrimmedMean']
 
-# Issue 23, more gradient methods: ExcessMTL (exponentiated weights on running excess-risk estimates).
+# Issue 23, more gradient methods: ExcessMTL (exponentiated weights on running excess-risk estimates), SDMGrad
+# (MGDA pulled towards the mean gradient, warm-started inner SGD).
 from .excess_mtl import ExcessMTL  # noqa: E402
+from .sdmgrad import SDMGrad  # noqa: E402
 
-__all__ += ['ExcessMTL']
+__all__ += ['ExcessMTL', 'SDMGrad']

@@ -39,10 +39,11 @@ CONFIGS = {
     'Krum': dict(type='Krum', n_byzantine=0, n_selected=2),
     'TrimmedMean': dict(type='TrimmedMean', trim_number=1),
     'ExcessMTL': dict(type='ExcessMTL', robust_step_size=0.5),
+    'SDMGrad': dict(type='SDMGrad', lambda_=0.5),
 }
 EXPECTED |= {'CAGrad', 'NashMTL', 'FairGrad', 'IMTLG', 'AlignedMTL', 'UPGrad', 'GradVac', 'UW', 'IMTLL', 'DWA', 'RLW',
              'FAMO', 'DualProj', 'ConFIG', 'GLS', 'Random', 'Krum', 'TrimmedMean'}
-EXPECTED |= {'ExcessMTL'}
+EXPECTED |= {'ExcessMTL', 'SDMGrad'}
 
 
 def test_every_method_is_registered():
@@ -154,7 +155,7 @@ def test_bad_gradients(grads, problem_dims, error):
 
 
 STATEFUL = ['GradNorm', 'NashMTL', 'GradVac', 'UW', 'IMTLL', 'DWA', 'FAMO', 'Compose']
-STATEFUL += ['ExcessMTL']
+STATEFUL += ['ExcessMTL', 'SDMGrad']
 
 
 @pytest.mark.parametrize('name', STATEFUL)
