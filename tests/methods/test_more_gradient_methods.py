@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchjd.aggregation as torchjd_aggregation  # requirements/bench.txt
 
-from graddrop_mtl.methods import ExcessMTL, SDMGrad, build_method
+from graddrop_mtl.methods import ExcessMTL, MoCo, SDMGrad, build_method
 from graddrop_mtl.methods.blocks import TaskBlocks
 
 from ._util import ThreadAllReduce, check_scaled_inputs, gen, min_norm_by_support_enumeration, run_ranks
@@ -300,3 +300,161 @@ def test_gram_methods_degenerate_inputs(cfg, case):
         torch.testing.assert_close(out, g[0])
     if case == 'nan':                     # the state is not poisoned: the next finite step is finite
         assert bool(torch.isfinite(method.combine(torch.ones(2, 2))).all())
+
+
+# -- MoCo ---------------------------------------------------------------------------------------------------------------
+def moco_libmtl(steps, beta=0.5, beta_sigma=0.5, gamma=0.1, gamma_sigma=0.5, rho=0.0):
+    """LibMTL's ``MoCo.backward`` (median-research-group/LibMTL, ``LibMTL/weighting/MoCo.py``, MIT licence; the
+    authors' code) transcribed on ``[T, D]`` gradients and ``[T]`` losses per step: the trunk gradient of each
+    step."""
+    n_tasks, dim = steps[0][0].shape
+    y = torch.zeros(n_tasks, dim, dtype=torch.float64)
+    lambd = torch.ones(n_tasks, dtype=torch.float64) / n_tasks
+    outs = []
+    for step, (grads, losses) in enumerate(steps, 1):
+        grads = grads.clone()
+        for tn in range(n_tasks):
+            grads[tn] = grads[tn] / (grads[tn].norm() + 1e-8) * losses[tn]
+        y = y - (beta / step ** beta_sigma) * (y - grads)
+        lambd = torch.softmax(lambd - (gamma / step ** gamma_sigma)
+                              * (y @ y.t() + rho * torch.eye(n_tasks, dtype=torch.float64)) @ lambd, -1)
+        outs.append(y.t() @ lambd)
+    return outs
+
+
+def moco_steps(seed, n_tasks, d, n_steps=6, dtype=torch.float64):
+    return [(random_grads(seed + 10 * s, n_tasks, d, dtype=dtype),
+             (torch.rand(n_tasks, generator=gen(seed + 10 * s + 5), dtype=torch.float64) + 0.5).to(dtype))
+            for s in range(n_steps)]
+
+
+@pytest.mark.parametrize('seed,n_tasks,d', CASES)
+@pytest.mark.parametrize('kwargs', [{}, dict(beta=0.9, beta_sigma=0.0, gamma=0.5, gamma_sigma=1.0, rho=0.1)])
+def test_moco_matches_libmtl_over_steps(seed, n_tasks, d, kwargs):
+    """Six steps against the transcription of LibMTL's MoCo (float64): the same trunk gradient to 1e-12 of its
+    scale (y y^T formed in float64 from the Gram and cross products instead of from y)."""
+    steps = moco_steps(seed, n_tasks, d)
+    method = MoCo(**kwargs)
+    for (g, losses), ref in zip(steps, moco_libmtl(steps, **kwargs)):
+        out = method.combine(g, losses=losses)
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-12 * float(ref.abs().max()))
+    assert method.task_weights is None and method.step == 6
+
+
+def test_moco_float32_matches_libmtl_in_float64():
+    """float32 gradients over 20,000 elements (chunked float32 products summed in float64): 1e-6 of the scale."""
+    steps = moco_steps(0, 5, 20_000)
+    method = MoCo()
+    for (g, losses), ref in zip(steps, moco_libmtl(steps)):
+        out = method.combine(g.float(), losses=losses.float())
+        torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-6 * float(ref.abs().max()))
+
+
+def test_moco_tracks_the_normalised_gradients():
+    """Constant gradients: y_i = (1 - prod_s (1 - beta_s)) L_i g_i / (|g_i| + eps) (the tracking recursion),
+    lambda stays on the simplex, and the trunk receives y^T lambda."""
+    g = random_grads(1, 3, 40)
+    losses = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    target = g / (g.norm(dim=1, keepdim=True) + 1e-8) * losses[:, None]
+    method, keep = MoCo(), 1.0
+    for t in range(1, 6):
+        out = method.combine(g, losses=losses)
+        keep *= 1 - 0.5 / t ** 0.5
+        torch.testing.assert_close(method.y[:, 0], (1 - keep) * target, rtol=1e-12, atol=1e-12)
+        assert bool((method.lambd >= 0).all()) and float(method.lambd.sum()) == pytest.approx(1.0, abs=1e-12)
+        torch.testing.assert_close(out, method.lambd[0] @ method.y[:, 0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('scale', [0.0, 1e-30, 1e-15, 1e-3, 1.0, 1e15, 1e20])
+def test_moco_scaled_inputs(scale):
+    """float32 gradients scaled by 0 .. 1e20: finite results; wherever |g| is far above eps (scales 1e-3 on) the
+    result does not depend on the scale (the gradients are normalised), to 1e-5."""
+    steps = moco_steps(3, 4, 20_000, n_steps=3, dtype=torch.float32)
+    ref, method = MoCo(), MoCo()
+    for g, losses in steps:
+        expected = ref.combine(g, losses=losses)
+        out = method.combine(g * scale, losses=losses)
+        assert bool(torch.isfinite(out).all())
+        if scale == 0:
+            assert bool((out == 0).all())
+        if scale >= 1e-3:
+            torch.testing.assert_close(out, expected, rtol=0, atol=1e-5 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize('case', ['zero', 'one_task', 'parallel', 'opposite'])
+def test_moco_degenerate_inputs(case):
+    g = {'zero': torch.zeros(3, 6), 'one_task': torch.randn(1, 6, generator=gen(0)),
+         'parallel': torch.tensor([[1.0, 2.0], [2.0, 4.0], [3.0, 6.0]]),
+         'opposite': torch.tensor([[1.0, 2.0], [-1.0, -2.0]])}[case]
+    method = MoCo()
+    for _ in range(3):
+        out = method.combine(g, losses=torch.ones(g.shape[0]))
+        assert out.shape == g.shape[1:] and out.dtype == g.dtype and bool(torch.isfinite(out).all())
+    if case == 'zero':
+        assert bool((out == 0).all())
+    if case == 'one_task':                 # lambda = 1: the tracked unit gradient
+        torch.testing.assert_close(out, method.y[0, 0])
+        torch.testing.assert_close(out / out.norm(), g[0] / g[0].norm())
+    if case == 'opposite':                 # equal weights, the tracked gradients cancel
+        torch.testing.assert_close(out, torch.zeros(2), atol=1e-6, rtol=0)
+
+
+def test_moco_non_finite_step_leaves_the_state():
+    g, losses = random_grads(0, 3, 8), torch.ones(3, dtype=torch.float64)
+    method = MoCo()
+    method.combine(g, losses=losses)
+    before = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in method.state_dict().items()}
+    bad = g.clone()
+    bad[1, 3] = float('nan')
+    assert not bool(torch.isfinite(method.combine(bad, losses=losses)).all())
+    torch.testing.assert_close(method.state_dict(), before, rtol=0, atol=0)
+    with pytest.raises(ValueError, match='MoCo needs the task losses'):
+        method.combine(g)
+
+
+def test_moco_blocks_and_a_smaller_activation():
+    """TaskBlocks give the dense result; a short batch (10 of 20 elements) gives the leading elements of what the
+    zero-padded gradients give, with the same weights."""
+    a, b = MoCo(), MoCo()
+    losses = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
+    for step in range(3):
+        blocks, dense = blocks_and_dense(10 * step)
+        torch.testing.assert_close(b.combine_blocks(blocks, losses=losses), a.combine(dense, losses=losses))
+    a, b = MoCo(), MoCo()
+    for step, d in enumerate([20, 10, 20, 10]):
+        g = random_grads(step, 3, d)
+        out = a.combine(g, losses=losses)
+        padded = b.combine(torch.nn.functional.pad(g, (0, 20 - d)), losses=losses)
+        torch.testing.assert_close(out, padded[:d], rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(a.lambd, b.lambd, rtol=1e-12, atol=0)
+
+
+def test_moco_ranks_agree_with_one_process():
+    """Two ranks, three steps, one reducer call each: lambda is the same on both ranks and that of one process
+    holding the concatenated gradients (the losses averaged), whose y is the ranks' y side by side."""
+    steps = [[random_grads(10 * s + r, 4, 12) for r in range(2)] for s in range(3)]
+    losses = [[torch.rand(4, generator=gen(100 + 10 * s + r), dtype=torch.float64) + 0.5 for r in range(2)]
+              for s in range(3)]
+    single = MoCo()
+    for g, loss in zip(steps, losses):
+        single.combine(torch.cat(g, 1), losses=(loss[0] + loss[1]) / 2)
+    reduce = ThreadAllReduce(2)
+
+    def rank(r):
+        method = MoCo()
+        method.set_reducer(reduce.reducer(r))
+        for g, loss in zip(steps, losses):
+            method.combine(g[r], losses=loss[r])
+        return method.state_dict()
+
+    s0, s1 = run_ranks(2, rank)
+    assert reduce.calls == 3
+    torch.testing.assert_close(s0['lambd'], s1['lambd'], rtol=0, atol=0)
+    torch.testing.assert_close(s0['lambd'], single.lambd, rtol=1e-12, atol=0)
+    torch.testing.assert_close(torch.cat([s0['y'], s1['y']], 2), single.y, rtol=1e-12, atol=1e-14)
+
+
+def test_moco_arguments_are_checked():
+    for bad in (dict(beta=0.0), dict(beta=1.5), dict(gamma=0.0), dict(rho=-1.0), dict(beta_sigma=-1.0)):
+        with pytest.raises(ValueError, match='MoCo needs'):
+            build_method(dict(type='MoCo', **bad))

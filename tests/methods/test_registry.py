@@ -40,10 +40,11 @@ CONFIGS = {
     'TrimmedMean': dict(type='TrimmedMean', trim_number=1),
     'ExcessMTL': dict(type='ExcessMTL', robust_step_size=0.5),
     'SDMGrad': dict(type='SDMGrad', lambda_=0.5),
+    'MoCo': dict(type='MoCo', rho=0.1),
 }
 EXPECTED |= {'CAGrad', 'NashMTL', 'FairGrad', 'IMTLG', 'AlignedMTL', 'UPGrad', 'GradVac', 'UW', 'IMTLL', 'DWA', 'RLW',
              'FAMO', 'DualProj', 'ConFIG', 'GLS', 'Random', 'Krum', 'TrimmedMean'}
-EXPECTED |= {'ExcessMTL', 'SDMGrad'}
+EXPECTED |= {'ExcessMTL', 'SDMGrad', 'MoCo'}
 
 
 def test_every_method_is_registered():
@@ -155,7 +156,7 @@ def test_bad_gradients(grads, problem_dims, error):
 
 
 STATEFUL = ['GradNorm', 'NashMTL', 'GradVac', 'UW', 'IMTLL', 'DWA', 'FAMO', 'Compose']
-STATEFUL += ['ExcessMTL', 'SDMGrad']
+STATEFUL += ['ExcessMTL', 'SDMGrad', 'MoCo']
 
 
 @pytest.mark.parametrize('name', STATEFUL)
