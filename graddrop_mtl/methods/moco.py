@@ -18,6 +18,7 @@ from .base import (
 )
 from .weighting import load_tensors
 
+
 def cross_products(y: Tensor, g: Tensor, chunk: int = 1 << 12) -> Tensor:
     """``[P, T, T]`` float64 with entry ``(p, i, j) = y[i, p] . g[j, p]`` for ``y, g [T, P, D]``, as
     :func:`~graddrop_mtl.methods.base.gram_matrix` forms a Gram matrix: products of ``chunk`` columns in the

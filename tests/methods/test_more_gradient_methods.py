@@ -34,7 +34,7 @@ def blocks_and_dense(seed: int) -> tuple[TaskBlocks, torch.Tensor]:
     return blocks, blocks.to_dense()
 
 
-# -- ExcessMTL ----------------------------------------------------------------------------------------------------------
+# -- ExcessMTL ---------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize('seed,n_tasks,d', CASES)
 @pytest.mark.parametrize('step_size,warmup', [(1.0, 0), (0.3, 2)])
 def test_excess_mtl_matches_torchjd_over_steps(seed, n_tasks, d, step_size, warmup):
@@ -186,7 +186,7 @@ def test_excess_mtl_arguments_are_checked():
             build_method(dict(type='ExcessMTL', **bad))
 
 
-# -- SDMGrad ------------------------------------------------------------------------------------------------------------
+# -- SDMGrad -----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize('seed,n_tasks,d', CASES)
 @pytest.mark.parametrize('kwargs', [{}, dict(lr=5.0, lambda_=1.0), dict(lambda_=0.0, momentum=0.0, n_iter=3),
                                     dict(pref_vector=[1.0, 0.0])])
@@ -302,7 +302,7 @@ def test_gram_methods_degenerate_inputs(cfg, case):
         assert bool(torch.isfinite(method.combine(torch.ones(2, 2))).all())
 
 
-# -- MoCo ---------------------------------------------------------------------------------------------------------------
+# -- MoCo --------------------------------------------------------------------------------------------------------------
 def moco_libmtl(steps, beta=0.5, beta_sigma=0.5, gamma=0.1, gamma_sigma=0.5, rho=0.0):
     """LibMTL's ``MoCo.backward`` (median-research-group/LibMTL, ``LibMTL/weighting/MoCo.py``, MIT licence; the
     authors' code) transcribed on ``[T, D]`` gradients and ``[T]`` losses per step: the trunk gradient of each
