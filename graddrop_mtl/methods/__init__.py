@@ -65,9 +65,11 @@ __all__ = ['METHODS', 'Method', 'build_method', 'register_method', 'Sum', 'GradD
            'GramWeighting', 'LossWeighting', 'ConFIG', 'DualProj', 'GLS', 'Random', 'Krum', 'TrimmedMean']
 
 # Issue 23, more gradient methods: ExcessMTL (exponentiated weights on running excess-risk estimates), SDMGrad
-# (MGDA pulled towards the mean gradient, warm-started inner SGD), MoCo (weights on tracked, normalised gradients).
+# (MGDA pulled towards the mean gradient, warm-started inner SGD), MoCo (weights on tracked, normalised gradients),
+# MoDo (one projected step of MGDA's weights per training step).
 from .excess_mtl import ExcessMTL  # noqa: E402
 from .moco import MoCo  # noqa: E402
+from .modo import MoDo  # noqa: E402
 from .sdmgrad import SDMGrad  # noqa: E402
 
-__all__ += ['ExcessMTL', 'SDMGrad', 'MoCo']
+__all__ += ['ExcessMTL', 'SDMGrad', 'MoCo', 'MoDo']

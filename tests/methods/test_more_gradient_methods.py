@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchjd.aggregation as torchjd_aggregation  # requirements/bench.txt
 
-from graddrop_mtl.methods import ExcessMTL, MoCo, SDMGrad, build_method
+from graddrop_mtl.methods import ExcessMTL, MoCo, MoDo, SDMGrad, build_method
 from graddrop_mtl.methods.blocks import TaskBlocks
 
 from ._util import ThreadAllReduce, check_scaled_inputs, gen, min_norm_by_support_enumeration, run_ranks
@@ -239,8 +239,40 @@ def test_sdmgrad_arguments_are_checked():
         SDMGrad(pref_vector=[0.5, 0.5]).combine(torch.ones(3, 4))
 
 
+# -- MoDo ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('seed,n_tasks,d', CASES)
+@pytest.mark.parametrize('gamma,rho', [(0.1, 0.1), (0.001, 0.1), (0.05, 0.0)])
+def test_modo_matches_torchjd_over_steps(seed, n_tasks, d, gamma, rho):
+    """TorchJD's MoDoWeighting on the Gram matrix of the same gradients, five steps: the same weights to 1e-12."""
+    ours, ref = MoDo(gamma=gamma, rho=rho), torchjd_aggregation.MoDoWeighting(gamma=gamma, rho=rho)
+    for step in range(5):
+        g = random_grads(seed + 10 * step, n_tasks, d) / d ** 0.5
+        out = ours.combine(g)
+        w = ref(g @ g.T)
+        torch.testing.assert_close(ours.lambd[0], w, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(out, w @ g, rtol=1e-12, atol=1e-12)
+
+
+def test_modo_converges_to_the_min_norm_weights():
+    """rho = 0 and a step size below 2 / |G|: the projected gradient iteration reaches MGDA's min-norm weights
+    (every support tried) to 1e-6."""
+    g = random_grads(3, 4, 30, shared=0.2)
+    gram = g @ g.T
+    method = MoDo(gamma=1.0 / float(torch.linalg.eigvalsh(gram).max()), rho=0.0)
+    for _ in range(20_000):
+        w = weights_of(method, g)
+    best, _ = min_norm_by_support_enumeration(gram.numpy())
+    np.testing.assert_allclose(w.numpy(), best, atol=1e-6)
+
+
+def test_modo_arguments_are_checked():
+    for bad in (dict(gamma=0.0), dict(rho=-1.0)):
+        with pytest.raises(ValueError, match='MoDo needs'):
+            build_method(dict(type='MoDo', **bad))
+
+
 # -- the Gram-matrix methods here: blocks, ranks, degenerate inputs --------------------------------------------------
-GRAM_CONFIGS = [dict(type='SDMGrad')]
+GRAM_CONFIGS = [dict(type='SDMGrad'), dict(type='MoDo')]
 
 
 def weights_of(method, g: torch.Tensor) -> torch.Tensor:
