@@ -239,7 +239,7 @@ def test_sdmgrad_arguments_are_checked():
         SDMGrad(pref_vector=[0.5, 0.5]).combine(torch.ones(3, 4))
 
 
-# -- MoDo ----------------------------------------------------------------------------------------------------------------
+# -- MoDo --------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize('seed,n_tasks,d', CASES)
 @pytest.mark.parametrize('gamma,rho', [(0.1, 0.1), (0.001, 0.1), (0.05, 0.0)])
 def test_modo_matches_torchjd_over_steps(seed, n_tasks, d, gamma, rho):
