@@ -10,6 +10,9 @@ from .base import Method, check_grads, combine_with_coefficients, flat_per_probl
 from .blocks import TaskBlocks
 from .weighting import load_tensors
 
+#: Columns per chunk of the excess-risk evaluation (:meth:`ExcessMTL._excess`).
+EXCESS_CHUNK = 1 << 12
+
 
 @register_method
 class ExcessMTL(Method):
@@ -67,11 +70,18 @@ class ExcessMTL(Method):
         self.sq_grad_sum = s = s.to(device=like.device, dtype=like.dtype)
         return s
 
-    def _excess(self, g: Tensor, acc: Tensor) -> tuple[Tensor, Tensor]:
-        """``(sum g^2 / sqrt(S + g^2 + eps)`` over the last dim in float64, ``S + g^2)``."""
-        new = torch.addcmul(acc, g, g)
-        excess = (new + self.eps).rsqrt_().mul_(g).mul_(g).sum(-1, dtype=torch.float64)
-        return excess, new
+    def _excess(self, g: Tensor, acc: Tensor) -> Tensor:
+        """``sum g^2 / sqrt(S + g^2 + eps)`` over the last dim, in float64, ``S`` left as it is. Evaluated on
+        column chunks of :data:`EXCESS_CHUNK` (the temporaries stay in cache; the float64 sum runs per chunk)."""
+        out = torch.zeros(g.shape[:-1], dtype=torch.float64, device=g.device)
+        dim = g.shape[-1]
+        buf = torch.empty((*g.shape[:-1], min(dim, EXCESS_CHUNK)), dtype=g.dtype, device=g.device)
+        for start in range(0, dim, EXCESS_CHUNK):
+            gc, ac = g[..., start:start + EXCESS_CHUNK], acc[..., start:start + EXCESS_CHUNK]
+            b = buf[..., :gc.shape[-1]]
+            torch.addcmul(ac, gc, gc, out=b)
+            out += b.add_(self.eps).rsqrt_().mul_(gc).mul_(gc).sum(-1, dtype=torch.float64)
+        return out
 
     def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
                 generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
@@ -79,15 +89,8 @@ class ExcessMTL(Method):
         flat = flat_per_problem(grads, problem_dims)                            # [P, T, D]
         n_prob, n_tasks, dim = flat.shape
         g = flat.detach().transpose(0, 1)                                       # [T, P, D]
-        acc = self._accumulator(n_tasks, n_prob, dim, g)
-        excess, new = self._excess(g, acc[:, :, :dim])
-        def commit():
-            if acc.shape[2] == dim:
-                self.sq_grad_sum = new
-            else:
-                acc[:, :, :dim].copy_(new)
-
-        w = self._update(excess.t(), commit)
+        acc = self._accumulator(n_tasks, n_prob, dim, g)[:, :, :dim]
+        w = self._update(self._excess(g, acc).t(), lambda: acc.addcmul_(g, g))
         self.task_weights = w.t().reshape(grads.shape[:1 + problem_dims]).to(grads.dtype)
         return combine_with_coefficients(flat, w, grads)
 
@@ -100,28 +103,25 @@ class ExcessMTL(Method):
         excess = torch.zeros(blocks.n_tasks, dtype=torch.float64, device=blocks.device)
         updates = []
         for i in range(blocks.n_tasks):
-            s_flat = acc[i, 0, :dim]
-            s_i = s_flat.view(blocks.shape)
+            s_i = acc[i, 0, :dim].view(blocks.shape)
             p = None if blocks.patch is None or i not in blocks.patch_tasks else \
                 blocks.patch[blocks.patch_tasks.index(i)]
             if i in blocks.base_tasks:
                 g = blocks.base[blocks.base_tasks.index(i)].contiguous()
                 if p is not None:
                     g = blocks.scatter_(g.clone(), p)
-                excess[i], new = self._excess(g.reshape(-1), s_flat)
+                excess[i] = self._excess(g.reshape(-1), s_i.reshape(-1))
+                updates.append((s_i, g))
             elif p is not None:
-                excess[i], new_rows = self._excess(p.reshape(-1), blocks.gather(s_i).reshape(-1))
-                new = new_rows.view(p.shape)
-            else:
-                continue
-            updates.append((s_i, s_flat, new))
+                excess[i] = self._excess(p.reshape(-1), blocks.gather(s_i).reshape(-1))
+                updates.append((s_i, p))
 
         def commit():
-            for s_i, s_flat, new in updates:
-                if new.shape == s_flat.shape:
-                    s_flat.copy_(new)
+            for s_i, g in updates:
+                if g.shape == s_i.shape:
+                    s_i.addcmul_(g, g)
                 else:
-                    blocks.scatter_(s_i, new)
+                    blocks.scatter_(s_i, g * g, add=True)
 
         w = self._update(excess[None], commit)
         self.task_weights = w[0].to(blocks.dtype)
