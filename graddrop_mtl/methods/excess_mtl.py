@@ -50,7 +50,7 @@ class ExcessMTL(Method):
         self.weights: Tensor | None = None          # [P, T] float64, on the simplex
         self.baseline: Tensor | None = None         # [P, T] float64: the excess risks the later ones are divided by
         self.warmup_sum: Tensor | None = None       # [P, T] float64
-        self.sq_grad_sum: Tensor | None = None      # [T, P, D] in the gradients' dtype
+        self.sq_grad_sum: Tensor | None = None      # [T, P, D] in the gradients' dtype, at least float32
         self.step = 0
 
     def extra_repr(self) -> str:
@@ -63,11 +63,12 @@ class ExcessMTL(Method):
             raise ValueError(f'ExcessMTL was set up for {s.shape[0]} tasks and {s.shape[1]} problems, got '
                              f'{n_tasks} and {n_prob}')
         if s is None or s.shape[2] < dim:
-            grown = torch.zeros(n_tasks, n_prob, dim, dtype=like.dtype, device=like.device)
+            grown = torch.zeros(n_tasks, n_prob, dim, dtype=torch.promote_types(like.dtype, torch.float32),
+                                device=like.device)
             if s is not None:
                 grown[:, :, :s.shape[2]] = s.to(grown)
             s = grown
-        self.sq_grad_sum = s = s.to(device=like.device, dtype=like.dtype)
+        self.sq_grad_sum = s = s.to(device=like.device, dtype=torch.promote_types(like.dtype, torch.float32))
         return s
 
     def _excess(self, g: Tensor, acc: Tensor) -> Tensor:
@@ -75,7 +76,7 @@ class ExcessMTL(Method):
         column chunks of :data:`EXCESS_CHUNK` (the temporaries stay in cache; the float64 sum runs per chunk)."""
         out = torch.zeros(g.shape[:-1], dtype=torch.float64, device=g.device)
         dim = g.shape[-1]
-        buf = torch.empty((*g.shape[:-1], min(dim, EXCESS_CHUNK)), dtype=g.dtype, device=g.device)
+        buf = torch.empty((*g.shape[:-1], min(dim, EXCESS_CHUNK)), dtype=acc.dtype, device=g.device)
         for start in range(0, dim, EXCESS_CHUNK):
             gc, ac = g[..., start:start + EXCESS_CHUNK], acc[..., start:start + EXCESS_CHUNK]
             b = buf[..., :gc.shape[-1]]

@@ -75,7 +75,7 @@ class MoCo(Method):
                              f'gamma_sigma={gamma_sigma}, rho={rho}, eps={eps}')
         self.beta, self.beta_sigma, self.gamma = float(beta), float(beta_sigma), float(gamma)
         self.gamma_sigma, self.rho, self.eps = float(gamma_sigma), float(rho), float(eps)
-        self.y: Tensor | None = None            # [T, P, D]: the tracked gradients
+        self.y: Tensor | None = None            # [T, P, D]: the tracked gradients (at least float32)
         self.lambd: Tensor | None = None        # [P, T] float64
         self.step = 0
 
@@ -89,6 +89,8 @@ class MoCo(Method):
             raise ValueError('MoCo needs the task losses (losses=...)')
         n_tasks = grads.shape[0]
         g = grads.detach().reshape(n_tasks, int(torch.Size(grads.shape[1:1 + problem_dims]).numel()), -1)
+        if g.dtype in (torch.float16, torch.bfloat16):       # y and the products in float32
+            g = g.float()
         _, n_prob, dim = g.shape
         y = self._tracked(n_tasks, n_prob, dim, g)
         loss = losses.detach().reshape(n_tasks, n_prob).t().double()
@@ -109,7 +111,7 @@ class MoCo(Method):
         self.lambd = torch.softmax(lambd - gamma * (reg @ lambd[:, :, None])[..., 0], dim=-1)
         self.step = step
         y.mul_(a)[:, :, :dim].addcmul_(g, (b * c).t()[:, :, None].to(device=g.device, dtype=g.dtype))
-        return combine_with_coefficients(y[:, :, :dim].transpose(0, 1), self.lambd, grads)
+        return combine_with_coefficients(y[:, :, :dim].transpose(0, 1), self.lambd, grads).to(grads.dtype)
 
     def _tracked(self, n_tasks: int, n_prob: int, dim: int, like: Tensor) -> Tensor:
         """``y`` ``[T, P, >= dim]`` (created, or extended with zeros)."""

@@ -490,3 +490,22 @@ def test_moco_arguments_are_checked():
     for bad in (dict(beta=0.0), dict(beta=1.5), dict(gamma=0.0), dict(rho=-1.0), dict(beta_sigma=-1.0)):
         with pytest.raises(ValueError, match='MoCo needs'):
             build_method(dict(type='MoCo', **bad))
+
+
+@pytest.mark.parametrize('cfg', [dict(type='ExcessMTL'), dict(type='MoCo'), dict(type='SDMGrad'), dict(type='MoDo')],
+                         ids=lambda c: c['type'])
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_half_precision_gradients(cfg, dtype):
+    """Half-precision gradients (mixed precision): the result in their dtype, the state at least float32 (an
+    accumulator of squares in float16 would overflow), close to the float32 run."""
+    a, b = build_method(cfg), build_method(cfg)
+    for step in range(3):
+        g = random_grads(step, 3, 5000, dtype=torch.float32)
+        losses = torch.tensor([1.0, 0.5, 2.0])
+        ref = a.combine(g, losses=losses)
+        out = b.combine(g.to(dtype), losses=losses)
+        assert out.dtype == dtype
+        torch.testing.assert_close(out.float(), ref, rtol=0, atol=0.05 * float(ref.abs().max()))
+    for value in b.state_dict().values():
+        if isinstance(value, torch.Tensor):
+            assert value.dtype in (torch.float32, torch.float64)
