@@ -1,5 +1,5 @@
-# ExcessMTL (He et al. 2024), TorchJD's robust_step_size and no warm-up
+# ExcessMTL (He et al. 2024), TorchJD's robust_step_size, the first step setting the baseline (the authors' code)
 # The reduced-range PointPillars baseline (configs/pointpillars_waymo/pointpillars_mtl_sum_reduced-car.py)
 # with only the method changed.
 _base_ = '../pointpillars_waymo/pointpillars_mtl_sum_reduced-car.py'
-optim_wrapper = dict(method=dict(_delete_=True, type='ExcessMTL', robust_step_size=1.0, n_warmup_steps=0))
+optim_wrapper = dict(method=dict(_delete_=True, type='ExcessMTL', robust_step_size=1.0, n_warmup_steps=1))

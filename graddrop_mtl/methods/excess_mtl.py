@@ -21,12 +21,15 @@ class ExcessMTL(Method):
     Every element of the activation keeps a running sum of each task's squared gradients,
     :math:`S_i \leftarrow S_i + g_i^2` (AdaGrad's diagonal Hessian estimate, the paper's Eq. 7). Task i's excess
     risk is estimated by :math:`E_i = g_i^\top H_i^{-1} g_i = \sum g_i^2 / \sqrt{S_i + \epsilon}` (Eq. 6), divided
-    by its first value (the baseline, Sec. 3.2), and the weights on the simplex move by Eq. 9,
-    :math:`\alpha \leftarrow \mathrm{softmax}(\log \alpha + \eta_\alpha E / E^{(0)})`, from :math:`1/T`. As in
-    TorchJD's ``ExcessMTLWeighting`` (its defaults, its log-space update), the first step uses :math:`E` itself
-    (the official code's behaviour), or, with ``n_warmup_steps``, the weights stay uniform for that many steps and
-    the baseline is the warm-up average (the paper's Appendix C.1). The trunk receives :math:`\sum_i \alpha_i g_i`
-    and, as in the authors' code, the weights also weight the task losses (the heads).
+    by its baseline :math:`E^{(0)}` (Sec. 3.2), and the weights on the simplex move by Eq. 9,
+    :math:`\alpha \leftarrow \mathrm{softmax}(\log \alpha + \eta_\alpha E / (E^{(0)} + \epsilon))`, from
+    :math:`1/T` (TorchJD's log-space form of the update). For the first ``n_warmup_steps`` steps the weights stay
+    uniform and the baseline is their average excess risk: one step (the default) is the authors' code and LibMTL,
+    whose first step only sets the baseline; the paper's Appendix C.1 suggests three epochs. With 0 (TorchJD's
+    default) the first step sets the baseline and also moves the weights by its raw, scale-dependent :math:`E`.
+    The weights sum to 1 as in the paper and TorchJD (the authors' code scales them to sum to T). The trunk
+    receives :math:`\sum_i \alpha_i g_i` and, as in the authors' code, the weights also weight the task losses
+    (the heads). TorchJD's ``ExcessMTLWeighting`` with the same arguments gives the same weights.
 
     The accumulator is indexed by the flat element of the activation (per problem); a larger activation extends it
     with zeros, a smaller one (a short last batch) uses its leading elements (its first samples when dim 0 is the
@@ -36,12 +39,12 @@ class ExcessMTL(Method):
 
     Args:
         robust_step_size: :math:`\eta_\alpha` (TorchJD's 1.0).
-        n_warmup_steps: steps with uniform weights that set the baseline (TorchJD's 0).
-        eps: :math:`\epsilon` in :math:`\sqrt{S + \epsilon}` and in the baseline's denominator (1e-7, as both
-            peers).
+        n_warmup_steps: steps with uniform weights whose average excess risk is the baseline (1: the authors').
+        eps: :math:`\epsilon` in :math:`\sqrt{S + \epsilon}` (1e-7, as the authors) and in the baseline's
+            denominator (as TorchJD).
     """
 
-    def __init__(self, robust_step_size: float = 1.0, n_warmup_steps: int = 0, eps: float = 1e-7) -> None:
+    def __init__(self, robust_step_size: float = 1.0, n_warmup_steps: int = 1, eps: float = 1e-7) -> None:
         if not robust_step_size > 0:
             raise ValueError(f'ExcessMTL robust_step_size must be > 0, got {robust_step_size}')
         if int(n_warmup_steps) < 0 or eps < 0:

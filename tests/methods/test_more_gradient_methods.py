@@ -36,7 +36,7 @@ def blocks_and_dense(seed: int) -> tuple[TaskBlocks, torch.Tensor]:
 
 # -- ExcessMTL ---------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize('seed,n_tasks,d', CASES)
-@pytest.mark.parametrize('step_size,warmup', [(1.0, 0), (0.3, 2)])
+@pytest.mark.parametrize('step_size,warmup', [(1.0, 0), (1.0, 1), (0.3, 2)])
 def test_excess_mtl_matches_torchjd_over_steps(seed, n_tasks, d, step_size, warmup):
     """TorchJD's ExcessMTLWeighting fed the same [T, D] matrices for six steps (float64): the same weights and the
     same combined gradient to 1e-12 (rsqrt against 1 / sqrt: rounding only)."""
@@ -52,38 +52,35 @@ def test_excess_mtl_matches_torchjd_over_steps(seed, n_tasks, d, step_size, warm
 
 def test_excess_mtl_float32_matches_torchjd_in_float64():
     """float32 gradients (float32 accumulator, float64 sums): TorchJD's float64 weights to 1e-5."""
-    ours, ref = ExcessMTL(), torchjd_aggregation.ExcessMTLWeighting()
+    ours, ref = ExcessMTL(), torchjd_aggregation.ExcessMTLWeighting(n_warmup_steps=1)
     for step in range(4):
         g = random_grads(step, 5, 20_000)
         ours.combine(g.float())
         torch.testing.assert_close(ours.task_weights.double(), ref(g), rtol=1e-5, atol=1e-6)
 
 
-def excess_risks(sq_sums: np.ndarray, g: np.ndarray, eps: float = 1e-7) -> np.ndarray:
-    return (g * g / np.sqrt(sq_sums + eps)).sum(1)
-
-
-def test_excess_mtl_exponentiated_update():
-    """The paper's Eq. 9 written out in numpy: log alpha moves by eta * E_t / E_1 (E from Eq. 6-7, the AdaGrad
-    accumulator), so a task whose gradients grow against its first step gains weight."""
+def test_excess_mtl_follows_the_authors_code():
+    """The update of the authors' ``ExcessMTL.backward`` (yifei-he/ExcessMTL, LibMTL/LibMTL/weighting/ExcessMTL.py,
+    MIT licence) transcribed in numpy, with its weights divided by T (theirs sum to T) and TorchJD's 1e-7 in the
+    baseline's denominator: the first step only sets the baseline, then alpha <- alpha exp(eta E_t / E_1),
+    normalised (the paper's Eq. 6, 7, 9). A task whose gradients grow against its first step gains weight."""
     eta = 0.5
-    method = ExcessMTL(robust_step_size=eta)
+    method = ExcessMTL(robust_step_size=eta)                    # the default: one warm-up step
     growth = np.array([1.0, 1.0, 3.0])
-    sq = np.zeros((3, 30))
-    alpha = np.full(3, 1 / 3)
+    grad_sum = np.zeros((3, 30))
+    loss_weight = np.ones(3)
     base = random_grads(7, 3, 30).numpy()
-    for step in range(4):
-        g = base * (growth[:, None] ** step)
-        method.combine(torch.from_numpy(g))
-        sq += g * g
-        risk = excess_risks(sq, g)
+    for step in range(5):
+        grads = base * (growth[:, None] ** step)
+        method.combine(torch.from_numpy(grads))
+        grad_sum += grads ** 2
+        w = np.array([grads[i] * (1 / np.sqrt(grad_sum[i] + 1e-7)) @ grads[i] for i in range(3)])
         if step == 0:
-            first = risk
-            alpha = np.exp(np.log(alpha) + eta * risk)
+            initial_w = w
         else:
-            alpha = np.exp(np.log(alpha) + eta * risk / (first + 1e-7))
-        alpha /= alpha.sum()
-        np.testing.assert_allclose(method.task_weights.numpy(), alpha, rtol=1e-12)
+            loss_weight = loss_weight * np.exp(w / (initial_w + 1e-7) * eta)
+            loss_weight = loss_weight / loss_weight.sum() * 3
+        np.testing.assert_allclose(method.task_weights.numpy(), loss_weight / 3, rtol=1e-12)
     assert method.task_weights[2] > method.task_weights[0] and method.task_weights[2] > method.task_weights[1]
 
 
@@ -123,7 +120,7 @@ def test_excess_mtl_scaled_inputs(scale):
     """float32 gradients scaled by 0 .. 1e15: finite results; with one warm-up step (the baseline) the weights are
     those of the unscaled gradients wherever S is far above eps (scales 1 .. 1e15)."""
     steps = [random_grads(s, 4, 20_000, dtype=torch.float32) for s in range(4)]
-    ref, method = ExcessMTL(n_warmup_steps=1), ExcessMTL(n_warmup_steps=1)
+    ref, method = ExcessMTL(), ExcessMTL()
     for g in steps:
         ref.combine(g)
         out = method.combine(g * scale)
