@@ -16,22 +16,23 @@ from .base import (
     reduce_statistics,
     register_method,
 )
+from .blocks import TaskBlocks
 from .weighting import load_tensors
 
 
 def cross_products(y: Tensor, g: Tensor, chunk: int = 1 << 12) -> Tensor:
-    """``[P, T, T]`` float64 with entry ``(p, i, j) = y[i, p] . g[j, p]`` for ``y, g [T, P, D]``, as
+    """``[P, K, T]`` float64 with entry ``(p, i, j) = y[i, p] . g[j, p]`` for ``y [K, P, D]``, ``g [T, P, D]``, as
     :func:`~graddrop_mtl.methods.base.gram_matrix` forms a Gram matrix: products of ``chunk`` columns in the
     inputs' precision, batched, summed in float64 (float64 products for float64 or short inputs)."""
     n_tasks, n_prob, dim = g.shape
-    out = torch.zeros(n_prob, n_tasks, n_tasks, dtype=torch.float64, device=g.device)
+    out = torch.zeros(n_prob, y.shape[0], n_tasks, dtype=torch.float64, device=g.device)
     for p in range(n_prob):
         yp, gp = y[:, p], g[:, p]
         if g.dtype == torch.float64 or dim <= chunk:
             out[p] = yp.double() @ gp.double().T
             continue
         n = dim // chunk
-        ys = yp[:, :n * chunk].unflatten(1, (n, chunk)).transpose(0, 1)          # [n, T, chunk]
+        ys = yp[:, :n * chunk].unflatten(1, (n, chunk)).transpose(0, 1)          # [n, K, chunk]
         gs = gp[:, :n * chunk].unflatten(1, (n, chunk)).permute(1, 2, 0)         # [n, chunk, T]
         for start in range(0, n, GRAM_BATCH):
             out[p] += torch.bmm(ys[start:start + GRAM_BATCH], gs[start:start + GRAM_BATCH]).sum(0, dtype=torch.float64)
@@ -94,12 +95,58 @@ class MoCo(Method):
         _, n_prob, dim = g.shape
         y = self._tracked(n_tasks, n_prob, dim, g)
         loss = losses.detach().reshape(n_tasks, n_prob).t().double()
-        (gg, yy, yg), (loss,) = reduce_statistics(
-            self.reducer, [gram_matrix(g, 1)[1], gram_matrix(y, 1)[1], cross_products(y[:, :, :dim], g)], [loss])
+        coef = self._step(gram_matrix(g, 1)[1], gram_matrix(y, 1)[1], cross_products(y[:, :, :dim], g), loss)
+        if coef is None:
+            return torch.full_like(grads, float('nan'))[0]
+        y[:, :, :dim].addcmul_(g, coef.t()[:, :, None].to(device=g.device, dtype=g.dtype))
+        return combine_with_coefficients(y[:, :, :dim].transpose(0, 1), self.lambd, grads).to(grads.dtype)
+
+    def combine_blocks(self, blocks: TaskBlocks, *, activation: Tensor | None = None, losses: Tensor | None = None,
+                       generator: torch.Generator | None = None) -> Tensor:
+        """The same step on :class:`TaskBlocks` without densifying them: the products with a patch-only task's
+        gradient and its update of ``y`` are taken at its patch rows alone."""
+        if losses is None:
+            raise ValueError('MoCo needs the task losses (losses=...)')
+        n_tasks, dim = blocks.n_tasks, blocks.shape.numel()
+        dtype = torch.promote_types(blocks.dtype, torch.float32)
+        y = self._tracked(n_tasks, 1, dim, torch.empty(0, dtype=dtype, device=blocks.device))
+        yv = y[:, 0, :dim]                                                                  # [T, dim]
+        extra = [] if blocks.patch is None else \
+            [k for k, i in enumerate(blocks.patch_tasks) if i not in blocks.base_tasks]         # patch-only tasks
+        yg = torch.zeros(1, n_tasks, n_tasks, dtype=torch.float64, device=blocks.device)
+        if blocks.base is not None:
+            base = blocks.base.reshape(len(blocks.base_tasks), 1, dim).to(dtype)
+            yg[0][:, blocks.base_tasks] = cross_products(yv[:, None], base)[0]
+        if extra:
+            rows = blocks.gather(yv.reshape(n_tasks, *blocks.shape)).reshape(n_tasks, 1, -1)
+            patch = blocks.patch[extra].reshape(len(extra), 1, -1).to(dtype)
+            yg[0][:, [blocks.patch_tasks[k] for k in extra]] = cross_products(rows, patch)[0]
+        loss = losses.detach().reshape(1, n_tasks).double()
+        coef = self._step(blocks.gram()[None], gram_matrix(y, 1)[1], yg, loss)
+        if coef is None:
+            return torch.full(blocks.shape, float('nan'), dtype=blocks.dtype, device=blocks.device)
+        coef = coef[0].tolist()
+        if blocks.base is not None:
+            for k, i in enumerate(blocks.base_tasks):
+                yv[i].add_(blocks.base[k].reshape(-1), alpha=coef[i])
+        for k in extra:
+            j = blocks.patch_tasks[k]
+            blocks.scatter_(yv[j].view(blocks.shape), blocks.patch[k].to(dtype) * coef[j], add=True)
+        like = torch.empty((1, *blocks.shape), device='meta')
+        return combine_with_coefficients(yv[None], self.lambd, like).to(blocks.dtype)
+
+    def _step(self, gg: Tensor, yy: Tensor, yg: Tensor, loss: Tensor) -> Tensor | None:
+        """From the Gram matrix of the gradients, ``Y Y^T`` and ``Y G^T`` (``[P, T, T]``) and the losses ``[P, T]``,
+        summed / averaged over the ranks here: the step of lambda and of the counter, ``y`` decayed by
+        :math:`1 - \beta_t`; returns the coefficients ``[P, T]`` of the gradients to add to ``y``
+        (:math:`\beta_t L_i / (\\lVert g_i \rVert + \\epsilon)`), or ``None`` (state unchanged) for non-finite
+        statistics."""
+        n_prob, n_tasks = loss.shape
+        (gg, yy, yg), (loss,) = reduce_statistics(self.reducer, [gg, yy, yg], [loss])
         if self.lambd is None:
             self.lambd = torch.full((n_prob, n_tasks), 1.0 / n_tasks, dtype=torch.float64, device=gg.device)
         if not all(bool(torch.isfinite(s).all()) for s in (gg, yy, yg, loss)):
-            return torch.full_like(grads, float('nan'))[0]
+            return None
         step = self.step + 1
         b = self.beta / step ** self.beta_sigma
         a, gamma = 1.0 - b, self.gamma / step ** self.gamma_sigma
@@ -110,8 +157,8 @@ class MoCo(Method):
         reg = yy_new + self.rho * torch.eye(n_tasks, dtype=torch.float64, device=gg.device)
         self.lambd = torch.softmax(lambd - gamma * (reg @ lambd[:, :, None])[..., 0], dim=-1)
         self.step = step
-        y.mul_(a)[:, :, :dim].addcmul_(g, (b * c).t()[:, :, None].to(device=g.device, dtype=g.dtype))
-        return combine_with_coefficients(y[:, :, :dim].transpose(0, 1), self.lambd, grads).to(grads.dtype)
+        self.y.mul_(a)
+        return b * c
 
     def _tracked(self, n_tasks: int, n_prob: int, dim: int, like: Tensor) -> Tensor:
         """``y`` ``[T, P, >= dim]`` (created, or extended with zeros)."""

@@ -506,3 +506,26 @@ def test_half_precision_gradients(cfg, dtype):
     for value in b.state_dict().values():
         if isinstance(value, torch.Tensor):
             assert value.dtype in (torch.float32, torch.float64)
+
+
+@pytest.mark.parametrize('cfg', [dict(type='ExcessMTL'), dict(type='MoCo'), dict(type='SDMGrad'), dict(type='MoDo')],
+                         ids=lambda c: c['type'])
+def test_blocks_without_a_base_and_with_two_base_tasks(cfg):
+    """TaskBlocks of patch-only tasks (no dense base), then with two dense base tasks: three steps each give what
+    the densified stacks give, the state included."""
+    shape = (2, 3, 4, 4)
+    losses = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
+    for base_tasks in ([], [0, 2]):
+        a, b = build_method(cfg), build_method(cfg)
+        for step in range(3):
+            rows = torch.tensor([0, 7, 8, 30]) if step % 2 else torch.tensor([2, 3, 17])
+            base = torch.randn(len(base_tasks), *shape, generator=gen(step), dtype=torch.float64) \
+                if base_tasks else None
+            patch = torch.randn(3, len(rows), 3, generator=gen(step + 5), dtype=torch.float64)
+            blocks = TaskBlocks(3, shape, base=base, base_tasks=base_tasks, patch=patch, patch_rows=rows,
+                                patch_tasks=[0, 1, 2], dtype=torch.float64, device=torch.device('cpu'))
+            for k, i in enumerate(base_tasks):
+                patch[i] = blocks.gather(base)[k]
+            out = b.combine_blocks(blocks, losses=losses)
+            torch.testing.assert_close(out, a.combine(blocks.to_dense(), losses=losses), rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(b.state_dict(), a.state_dict(), rtol=1e-9, atol=1e-12)
