@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from .base import Method, check_grads, combine_with_coefficients, flat_per_problem, reduce_statistics, register_method
+from .batch_sums import batch_sum, blocks_batch_sums, per_sample
 from .blocks import TaskBlocks
 from .weighting import load_tensors
 
@@ -18,24 +19,33 @@ EXCESS_CHUNK = 1 << 12
 class ExcessMTL(Method):
     r"""Task weights raised by an exponentiated-gradient step on each task's estimated excess risk.
 
-    Every element of the activation keeps a running sum of each task's squared gradients,
-    :math:`S_i \leftarrow S_i + g_i^2` (AdaGrad's diagonal Hessian estimate, the paper's Eq. 7). Task i's excess
-    risk is estimated by :math:`E_i = g_i^\top H_i^{-1} g_i = \sum g_i^2 / \sqrt{S_i + \epsilon}` (Eq. 6), divided
-    by its baseline :math:`E^{(0)}` (Sec. 3.2), and the weights on the simplex move by Eq. 9,
-    :math:`\alpha \leftarrow \mathrm{softmax}(\log \alpha + \eta_\alpha E / (E^{(0)} + \epsilon))`, from
-    :math:`1/T` (TorchJD's log-space form of the update). For the first ``n_warmup_steps`` steps the weights stay
-    uniform and the baseline is their average excess risk: one step (the default) is the authors' code and LibMTL,
-    whose first step only sets the baseline; the paper's Appendix C.1 suggests three epochs. With 0 (TorchJD's
-    default) the first step sets the baseline and also moves the weights by its raw, scale-dependent :math:`E`.
-    The weights sum to 1 as in the paper and TorchJD (the authors' code scales them to sum to T). The trunk
-    receives :math:`\sum_i \alpha_i g_i` and, as in the authors' code, the weights also weight the task losses
-    (the heads). TorchJD's ``ExcessMTLWeighting`` with the same arguments gives the same weights.
+    Every feature of the activation keeps a running sum of each task's squared gradients summed over the batch,
+    :math:`S_i \leftarrow S_i + q_i` with :math:`q_i = \sum_b g_{i,b}^2` (AdaGrad's diagonal Hessian estimate, the
+    paper's Eq. 7). Task i's excess risk is estimated by :math:`E_i = \sum q_i / \sqrt{S_i + \epsilon}` (Eq. 6,
+    :math:`S_i` including this step), divided by its baseline :math:`E^{(0)}` (Sec. 3.2), and the weights on the
+    simplex move by Eq. 9, :math:`\alpha \leftarrow \mathrm{softmax}(\log \alpha + \eta_\alpha E / (E^{(0)} +
+    \epsilon))`, from :math:`1/T` (TorchJD's log-space form of the update). For the first ``n_warmup_steps`` steps
+    the weights stay uniform and the baseline is their average excess risk: one step (the default) is the authors'
+    code and LibMTL, whose first step only sets the baseline; the paper's Appendix C.1 suggests three epochs. With 0
+    (TorchJD's default) the first step sets the baseline and also moves the weights by its raw, scale-dependent
+    :math:`E`. The weights sum to 1 as in the paper and TorchJD (the authors' code scales them to sum to T). The
+    trunk receives :math:`\sum_i \alpha_i g_i` and, as in the authors' code, the weights also weight the task
+    losses (the heads).
 
-    The accumulator is indexed by the flat element of the activation (per problem); a larger activation extends it
-    with zeros, a smaller one (a short last batch) uses its leading elements (its first samples when dim 0 is the
-    batch). Several processes: the excess risks are summed over the ranks (one reducer call), so the weights and
-    the baseline are the same on every rank; the accumulator belongs to each rank's own part of the activation.
-    A step with non-finite excess risks (non-finite gradients) leaves the state unchanged.
+    Where it differs from the peers: TorchJD and the authors' code precondition the gradient of the shared
+    PARAMETERS, a vector of fixed meaning. At the shared activation an element's sample changes from step to step,
+    so the accumulator is kept per feature (the activation's dims after the batch, see
+    :mod:`~graddrop_mtl.methods.batch_sums`), summed over the batch: the diagonal preconditioner of a bias added to
+    every sample's activation. Its size does not depend on the batch, and :math:`E_i` weighs every sample's squared
+    gradient by its feature's accumulator. For a batch of one sample this is exactly TorchJD's
+    ``ExcessMTLWeighting`` on that sample's gradients; for a batch, its weights are TorchJD's on
+    :math:`\sqrt{q}` (both tested).
+
+    Several processes: :math:`q` (T x F values per problem) is summed over the ranks in the method's one reducer
+    call, and everything else is computed from it, so every rank holds the same state, that of one process holding
+    the whole global batch, and a checkpoint of any rank resumes every rank exactly. The features must keep their
+    shape from step to step (the batch may change, a short last batch included). A step with non-finite :math:`q`
+    (non-finite gradients) leaves the state unchanged.
 
     Args:
         robust_step_size: :math:`\eta_\alpha` (TorchJD's 1.0).
@@ -53,96 +63,68 @@ class ExcessMTL(Method):
         self.weights: Tensor | None = None          # [P, T] float64, on the simplex
         self.baseline: Tensor | None = None         # [P, T] float64: the excess risks the later ones are divided by
         self.warmup_sum: Tensor | None = None       # [P, T] float64
-        self.sq_grad_sum: Tensor | None = None      # [T, P, D] in the gradients' dtype, at least float32
+        self.sq_grad_sum: Tensor | None = None      # [T, P, F] (F features per sample), at least float32
         self.step = 0
 
     def extra_repr(self) -> str:
         return f'robust_step_size={self.robust_step_size}, n_warmup_steps={self.n_warmup_steps}'
 
-    def _accumulator(self, n_tasks: int, n_prob: int, dim: int, like: Tensor) -> Tensor:
-        """The accumulator ``[T, P, >= dim]`` (created, or extended with zeros)."""
+    def _accumulator(self, shape: tuple[int, int, int], like: Tensor) -> Tensor:
+        """The accumulator ``[T, P, F]`` (zeros at the start) on ``like``'s device and dtype."""
         s = self.sq_grad_sum
-        if s is not None and s.shape[:2] != (n_tasks, n_prob):
-            raise ValueError(f'ExcessMTL was set up for {s.shape[0]} tasks and {s.shape[1]} problems, got '
-                             f'{n_tasks} and {n_prob}')
-        if s is None or s.shape[2] < dim:
-            grown = torch.zeros(n_tasks, n_prob, dim, dtype=torch.promote_types(like.dtype, torch.float32),
-                                device=like.device)
-            if s is not None:
-                grown[:, :, :s.shape[2]] = s.to(grown)
-            s = grown
-        self.sq_grad_sum = s = s.to(device=like.device, dtype=torch.promote_types(like.dtype, torch.float32))
+        if s is None:
+            s = torch.zeros(shape, dtype=like.dtype, device=like.device)
+        elif tuple(s.shape) != tuple(shape):
+            raise ValueError(f'ExcessMTL was set up for {s.shape[0]} tasks, {s.shape[1]} problems and {s.shape[2]} '
+                             f'features per sample (sq_grad_sum {tuple(s.shape)}); got {tuple(shape)}')
+        self.sq_grad_sum = s = s.to(device=like.device, dtype=like.dtype)
         return s
 
-    def _excess(self, g: Tensor, acc: Tensor) -> Tensor:
-        """``sum g^2 / sqrt(S + g^2 + eps)`` over the last dim, in float64, ``S`` left as it is. Evaluated on
-        column chunks of :data:`EXCESS_CHUNK` (the temporaries stay in cache; the float64 sum runs per chunk)."""
-        out = torch.zeros(g.shape[:-1], dtype=torch.float64, device=g.device)
-        dim = g.shape[-1]
-        buf = torch.empty((*g.shape[:-1], min(dim, EXCESS_CHUNK)), dtype=acc.dtype, device=g.device)
+    def _excess(self, q: Tensor, acc: Tensor) -> Tensor:
+        """``sum q / sqrt(S + q + eps)`` over the last dim, in float64, ``S`` left as it is. Evaluated on column
+        chunks of :data:`EXCESS_CHUNK` (the temporaries stay in cache; the float64 sum runs per chunk)."""
+        out = torch.zeros(q.shape[:-1], dtype=torch.float64, device=q.device)
+        dim = q.shape[-1]
+        buf = torch.empty((*q.shape[:-1], min(dim, EXCESS_CHUNK)), dtype=acc.dtype, device=q.device)
         for start in range(0, dim, EXCESS_CHUNK):
-            gc, ac = g[..., start:start + EXCESS_CHUNK], acc[..., start:start + EXCESS_CHUNK]
-            b = buf[..., :gc.shape[-1]]
-            torch.addcmul(ac, gc, gc, out=b)
-            out += b.add_(self.eps).rsqrt_().mul_(gc).mul_(gc).sum(-1, dtype=torch.float64)
+            qc, ac = q[..., start:start + EXCESS_CHUNK], acc[..., start:start + EXCESS_CHUNK]
+            b = buf[..., :qc.shape[-1]]
+            torch.add(ac, qc, out=b)
+            out += b.add_(self.eps).rsqrt_().mul_(qc).sum(-1, dtype=torch.float64)
         return out
 
     def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
                 generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
         check_grads(grads, problem_dims)
-        flat = flat_per_problem(grads, problem_dims)                            # [P, T, D]
-        n_prob, n_tasks, dim = flat.shape
-        g = flat.detach().transpose(0, 1)                                       # [T, P, D]
-        acc = self._accumulator(n_tasks, n_prob, dim, g)[:, :, :dim]
-        w = self._update(self._excess(g, acc).t(), lambda: acc.addcmul_(g, g))
+        x = per_sample(grads.detach(), problem_dims)                              # [T, P, B, F]
+        q = batch_sum(x, square=True, dtype=torch.promote_types(x.dtype, torch.float32))
+        w = self._update(q)
         self.task_weights = w.t().reshape(grads.shape[:1 + problem_dims]).to(grads.dtype)
-        return combine_with_coefficients(flat, w, grads)
+        return combine_with_coefficients(flat_per_problem(grads, problem_dims), w, grads)
 
     def combine_blocks(self, blocks: TaskBlocks, *, activation: Tensor | None = None, losses: Tensor | None = None,
                        generator: torch.Generator | None = None) -> Tensor:
-        """Each task on its own rows: a base task over the whole activation (its patch rows replaced), a patch-only
-        task at its patch rows alone (its gradient is zero elsewhere); the stack is never densified."""
-        dim = blocks.shape.numel()
-        acc = self._accumulator(blocks.n_tasks, 1, dim, torch.empty(0, dtype=blocks.dtype, device=blocks.device))
-        excess = torch.zeros(blocks.n_tasks, dtype=torch.float64, device=blocks.device)
-        updates = []
-        for i in range(blocks.n_tasks):
-            s_i = acc[i, 0, :dim].view(blocks.shape)
-            p = None if blocks.patch is None or i not in blocks.patch_tasks else \
-                blocks.patch[blocks.patch_tasks.index(i)]
-            if i in blocks.base_tasks:
-                g = blocks.base[blocks.base_tasks.index(i)].contiguous()
-                if p is not None:
-                    g = blocks.scatter_(g.clone(), p)
-                excess[i] = self._excess(g.reshape(-1), s_i.reshape(-1))
-                updates.append((s_i, g))
-            elif p is not None:
-                excess[i] = self._excess(p.reshape(-1), blocks.gather(s_i).reshape(-1))
-                updates.append((s_i, p))
-
-        def commit():
-            for s_i, g in updates:
-                if g.shape == s_i.shape:
-                    s_i.addcmul_(g, g)
-                else:
-                    blocks.scatter_(s_i, g * g, add=True)
-
-        w = self._update(excess[None], commit)
+        """The same step on :class:`TaskBlocks` without densifying them: a patch-only task's squares are summed
+        over its patch rows alone."""
+        q = blocks_batch_sums(blocks, square=True, dtype=torch.promote_types(blocks.dtype, torch.float32))
+        w = self._update(q)
         self.task_weights = w[0].to(blocks.dtype)
         return blocks.linear_combination(w[0])
 
-    def _update(self, excess: Tensor, commit) -> Tensor:
-        """Eq. 9 on the (rank-summed) excess risks ``[P, T]``; ``commit()`` stores the accumulator when they are
-        finite. Returns the weights ``[P, T]`` (float64)."""
-        (excess,), _ = reduce_statistics(self.reducer, [excess])
-        n_prob, n_tasks = excess.shape
+    def _update(self, q: Tensor) -> Tensor:
+        """Eq. 9 from this step's batch-summed squares ``q [T, P, F]``, summed over the ranks here; the accumulator
+        takes them when the excess risks are finite. Returns the weights ``[P, T]`` (float64)."""
+        (q,), _ = reduce_statistics(self.reducer, [q])
+        n_tasks, n_prob, _ = q.shape
+        acc = self._accumulator(tuple(q.shape), q)
+        excess = self._excess(q, acc).t()                                           # [P, T]
         if self.weights is None:
             self.weights = torch.full((n_prob, n_tasks), 1.0 / n_tasks, dtype=torch.float64, device=excess.device)
             self.warmup_sum = torch.zeros_like(self.weights)
         self.weights, self.warmup_sum = self.weights.to(excess.device), self.warmup_sum.to(excess.device)
         if not bool(torch.isfinite(excess).all()):
             return torch.full_like(self.weights, float('nan'))
-        commit()
+        acc.add_(q)
         self.step += 1
         if self.step <= self.n_warmup_steps:
             self.warmup_sum = self.warmup_sum + excess

@@ -8,58 +8,54 @@ import torch
 from torch import Tensor
 
 from .base import (
-    GRAM_BATCH,
     Method,
     check_grads,
     combine_with_coefficients,
+    flat_per_problem,
     gram_matrix,
     reduce_statistics,
     register_method,
+    sq_norms,
 )
+from .batch_sums import batch_sum, blocks_batch_sums, per_sample
 from .blocks import TaskBlocks
 from .weighting import load_tensors
 
 
-def cross_products(y: Tensor, g: Tensor, chunk: int = 1 << 12) -> Tensor:
-    """``[P, K, T]`` float64 with entry ``(p, i, j) = y[i, p] . g[j, p]`` for ``y [K, P, D]``, ``g [T, P, D]``, as
-    :func:`~graddrop_mtl.methods.base.gram_matrix` forms a Gram matrix: products of ``chunk`` columns in the
-    inputs' precision, batched, summed in float64 (float64 products for float64 or short inputs)."""
-    n_tasks, n_prob, dim = g.shape
-    out = torch.zeros(n_prob, y.shape[0], n_tasks, dtype=torch.float64, device=g.device)
-    for p in range(n_prob):
-        yp, gp = y[:, p], g[:, p]
-        if g.dtype == torch.float64 or dim <= chunk:
-            out[p] = yp.double() @ gp.double().T
-            continue
-        n = dim // chunk
-        ys = yp[:, :n * chunk].unflatten(1, (n, chunk)).transpose(0, 1)          # [n, K, chunk]
-        gs = gp[:, :n * chunk].unflatten(1, (n, chunk)).permute(1, 2, 0)         # [n, chunk, T]
-        for start in range(0, n, GRAM_BATCH):
-            out[p] += torch.bmm(ys[start:start + GRAM_BATCH], gs[start:start + GRAM_BATCH]).sum(0, dtype=torch.float64)
-        if n * chunk < dim:
-            out[p] += (yp[:, n * chunk:] @ gp[:, n * chunk:].T).double()
-    return out
-
-
 @register_method
 class MoCo(Method):
-    r"""Multi-objective gradient with Correction: MGDA-like weights on a tracked, less biased estimate of the task
+    r"""Multi-objective gradient with Correction: MGDA-like weights from a tracked, less biased estimate of the task
     gradients.
 
-    At step :math:`t` each task's gradient is normalised and scaled by its loss, :math:`\hat g_i = L_i g_i /
-    (\lVert g_i \rVert + \epsilon)`; the tracked estimates move towards them, :math:`y_i \leftarrow y_i -
-    \beta_t (y_i - \hat g_i)` with :math:`\beta_t = \beta / t^{\sigma_\beta}`; the weights take one step,
+    LibMTL's MoCo (the authors' code) normalises each task's gradient of the shared parameters and scales it by the
+    task's loss, :math:`\hat g_i = L_i g_i / (\lVert g_i \rVert + \epsilon)`; tracks it, :math:`y_i \leftarrow y_i
+    - \beta_t (y_i - \hat g_i)` with :math:`\beta_t = \beta / t^{\sigma_\beta}`; takes one step of the weights,
     :math:`\lambda \leftarrow \mathrm{softmax}(\lambda - \gamma_t (Y Y^\top + \rho I) \lambda)` with
-    :math:`\gamma_t = \gamma / t^{\sigma_\gamma}`; the trunk receives :math:`Y^\top \lambda` (the heads their own
-    gradients). This is the update of LibMTL's MoCo (the authors' code), on the gradients at the shared activation;
-    ``y`` (zeros at the start, shaped like the gradients), :math:`\lambda` (from :math:`1/T`) and ``t`` are the
-    state. A larger activation extends ``y`` with zeros, a smaller one (a short last batch) is treated as the
-    leading elements of a zero-padded one.
+    :math:`\gamma_t = \gamma / t^{\sigma_\gamma}`; and steps along :math:`Y^\top \lambda`.
 
-    :math:`Y Y^\top` after the step is formed in float64 from the Gram matrix of the gradients, the products
-    :math:`y_i \cdot g_j` and :math:`Y Y^\top` before it; with several processes these are summed over the ranks
-    (the losses averaged) in one reducer call, so :math:`\lambda` is the same on every rank while each rank tracks
-    ``y`` on its own part of the activation. A step with non-finite statistics leaves the state unchanged.
+    Here the gradients are taken at the shared activation, whose rows hold other samples at every step: a vector
+    tracked across steps there would add up unrelated samples, differ between data-parallel ranks and grow with
+    the batch. So (see :mod:`~graddrop_mtl.methods.batch_sums`)
+
+    * ``y`` tracks the gradients summed over the batch, :math:`s_i = \sum_b g_{i,b}` (the gradient of a bias added
+      to every sample's activation: a parameter of fixed size and meaning), normalised and loss-scaled as above,
+      :math:`\hat s_i = L_i s_i / (\lVert s_i \rVert + \epsilon)`; :math:`\lambda` steps on :math:`Y Y^\top`
+      formed from this ``y``, exactly LibMTL's update on that parameter;
+    * the trunk receives this step's gradients, normalised and loss-scaled as LibMTL does, weighted by
+      :math:`\lambda`: :math:`\sum_i \lambda_i L_i g_i / (\lVert g_i \rVert + \epsilon)` (the tracked ``y``
+      holds earlier samples and cannot be sent into this step's activation).
+
+    For a batch of one sample, ``y`` and :math:`\lambda` are LibMTL's exactly; the trunk gradient is
+    :math:`\hat G^\top \lambda` where LibMTL's is :math:`Y^\top \lambda` (the same once ``y`` has converged,
+    e.g. for constant gradients). The heads receive their own gradients (LibMTL's MoCo leaves them unweighted).
+    ``y`` (``[T, P, F]``, zeros at the start, at least float32), :math:`\lambda` (from :math:`1/T`) and ``t`` are
+    the state. A zero gradient contributes zero (whatever :math:`\epsilon`).
+
+    Several processes: :math:`s` (T x F values per problem), the squared norms of the gradients and the losses
+    (averaged) go through the method's one reducer call, and everything else is computed from them, so every rank
+    holds the same state, that of one process holding the whole global batch, and a checkpoint of any rank resumes
+    every rank exactly. The features must keep their shape from step to step (the batch may change). A step with
+    non-finite statistics leaves the state unchanged.
 
     Args:
         beta, beta_sigma: :math:`\beta` and :math:`\sigma_\beta` (LibMTL's 0.5 and 0.5).
@@ -76,7 +72,7 @@ class MoCo(Method):
                              f'gamma_sigma={gamma_sigma}, rho={rho}, eps={eps}')
         self.beta, self.beta_sigma, self.gamma = float(beta), float(beta_sigma), float(gamma)
         self.gamma_sigma, self.rho, self.eps = float(gamma_sigma), float(rho), float(eps)
-        self.y: Tensor | None = None            # [T, P, D]: the tracked gradients (at least float32)
+        self.y: Tensor | None = None            # [T, P, F]: the tracked batch-summed gradients (at least float32)
         self.lambd: Tensor | None = None        # [P, T] float64
         self.step = 0
 
@@ -88,90 +84,65 @@ class MoCo(Method):
         check_grads(grads, problem_dims)
         if losses is None:
             raise ValueError('MoCo needs the task losses (losses=...)')
-        n_tasks = grads.shape[0]
-        g = grads.detach().reshape(n_tasks, int(torch.Size(grads.shape[1:1 + problem_dims]).numel()), -1)
-        if g.dtype in (torch.float16, torch.bfloat16):       # y and the products in float32
-            g = g.float()
-        _, n_prob, dim = g.shape
-        y = self._tracked(n_tasks, n_prob, dim, g)
+        x = per_sample(grads.detach(), problem_dims)                              # [T, P, B, F]
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        n_tasks, n_prob = x.shape[:2]
+        flat = x.reshape(n_tasks * n_prob, -1)
+        sq = sq_norms(flat.to(dtype)).reshape(n_tasks, n_prob).t()                  # [P, T] float64
         loss = losses.detach().reshape(n_tasks, n_prob).t().double()
-        coef = self._step(gram_matrix(g, 1)[1], gram_matrix(y, 1)[1], cross_products(y[:, :, :dim], g), loss)
+        coef = self._step(batch_sum(x, dtype=dtype), sq, loss)
         if coef is None:
             return torch.full_like(grads, float('nan'))[0]
-        y[:, :, :dim].addcmul_(g, coef.t()[:, :, None].to(device=g.device, dtype=g.dtype))
-        return combine_with_coefficients(y[:, :, :dim].transpose(0, 1), self.lambd, grads).to(grads.dtype)
+        return combine_with_coefficients(flat_per_problem(grads, problem_dims), coef, grads)
 
     def combine_blocks(self, blocks: TaskBlocks, *, activation: Tensor | None = None, losses: Tensor | None = None,
                        generator: torch.Generator | None = None) -> Tensor:
-        """The same step on :class:`TaskBlocks` without densifying them: the products with a patch-only task's
-        gradient and its update of ``y`` are taken at its patch rows alone."""
+        """The same step on :class:`TaskBlocks` without densifying them: a patch-only task's batch sum runs over its
+        patch rows alone."""
         if losses is None:
             raise ValueError('MoCo needs the task losses (losses=...)')
-        n_tasks, dim = blocks.n_tasks, blocks.shape.numel()
-        dtype = torch.promote_types(blocks.dtype, torch.float32)
-        y = self._tracked(n_tasks, 1, dim, torch.empty(0, dtype=dtype, device=blocks.device))
-        yv = y[:, 0, :dim]                                                                  # [T, dim]
-        extra = [] if blocks.patch is None else \
-            [k for k, i in enumerate(blocks.patch_tasks) if i not in blocks.base_tasks]         # patch-only tasks
-        yg = torch.zeros(1, n_tasks, n_tasks, dtype=torch.float64, device=blocks.device)
-        if blocks.base is not None:
-            base = blocks.base.reshape(len(blocks.base_tasks), 1, dim).to(dtype)
-            yg[0][:, blocks.base_tasks] = cross_products(yv[:, None], base)[0]
-        if extra:
-            rows = blocks.gather(yv.reshape(n_tasks, *blocks.shape)).reshape(n_tasks, 1, -1)
-            patch = blocks.patch[extra].reshape(len(extra), 1, -1).to(dtype)
-            yg[0][:, [blocks.patch_tasks[k] for k in extra]] = cross_products(rows, patch)[0]
-        loss = losses.detach().reshape(1, n_tasks).double()
-        coef = self._step(blocks.gram()[None], gram_matrix(y, 1)[1], yg, loss)
+        s = blocks_batch_sums(blocks, dtype=torch.promote_types(blocks.dtype, torch.float32))
+        loss = losses.detach().reshape(1, blocks.n_tasks).double()
+        coef = self._step(s, blocks.sq_norms()[None], loss)
         if coef is None:
             return torch.full(blocks.shape, float('nan'), dtype=blocks.dtype, device=blocks.device)
-        coef = coef[0].tolist()
-        if blocks.base is not None:
-            for k, i in enumerate(blocks.base_tasks):
-                yv[i].add_(blocks.base[k].reshape(-1), alpha=coef[i])
-        for k in extra:
-            j = blocks.patch_tasks[k]
-            blocks.scatter_(yv[j].view(blocks.shape), blocks.patch[k].to(dtype) * coef[j], add=True)
-        like = torch.empty((1, *blocks.shape), device='meta')
-        return combine_with_coefficients(yv[None], self.lambd, like).to(blocks.dtype)
+        return blocks.linear_combination(coef[0])
 
-    def _step(self, gg: Tensor, yy: Tensor, yg: Tensor, loss: Tensor) -> Tensor | None:
-        """From the Gram matrix of the gradients, ``Y Y^T`` and ``Y G^T`` (``[P, T, T]``) and the losses ``[P, T]``,
-        summed / averaged over the ranks here: the step of lambda and of the counter, ``y`` decayed by
-        :math:`1 - \beta_t`; returns the coefficients ``[P, T]`` of the gradients to add to ``y``
-        (:math:`\beta_t L_i / (\\lVert g_i \rVert + \\epsilon)`), or ``None`` (state unchanged) for non-finite
-        statistics."""
-        n_prob, n_tasks = loss.shape
-        (gg, yy, yg), (loss,) = reduce_statistics(self.reducer, [gg, yy, yg], [loss])
-        if self.lambd is None:
-            self.lambd = torch.full((n_prob, n_tasks), 1.0 / n_tasks, dtype=torch.float64, device=gg.device)
-        if not all(bool(torch.isfinite(s).all()) for s in (gg, yy, yg, loss)):
+    def _step(self, s: Tensor, sq: Tensor, loss: Tensor) -> Tensor | None:
+        r"""From the batch sums ``s [T, P, F]``, the gradients' squared norms ``[P, T]`` (both summed over the ranks
+        here) and the losses ``[P, T]`` (averaged): the step of ``y``, lambda and the counter. Returns the trunk
+        coefficients ``[P, T]``, :math:`\lambda_i L_i / (\lVert g_i \rVert + \epsilon)`, or ``None`` (state
+        unchanged) for non-finite statistics."""
+        (s, sq), (loss,) = reduce_statistics(self.reducer, [s, sq], [loss])
+        n_tasks, n_prob, n_feat = s.shape
+        s_norm = sq_norms(s.reshape(n_tasks * n_prob, n_feat)).reshape(n_tasks, n_prob).t().sqrt()      # [P, T]
+        scale = scaled_inverse(loss, s_norm, self.eps)                        # L_i / (|s_i| + eps), 0 for s_i = 0
+        trunk = scaled_inverse(loss, sq.clamp_min(0).sqrt(), self.eps)
+        if not all(bool(torch.isfinite(t).all()) for t in (s, sq, loss, scale, trunk)):
             return None
+        y = self._tracked(s)
         step = self.step + 1
         b = self.beta / step ** self.beta_sigma
-        a, gamma = 1.0 - b, self.gamma / step ** self.gamma_sigma
-        c = loss / (gg.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt() + self.eps)            # [P, T]
-        cross = yg * c[:, None, :]                                                           # y_i . g^_j
-        yy_new = a * a * yy + a * b * (cross + cross.transpose(1, 2)) + b * b * gg * c[:, :, None] * c[:, None, :]
-        lambd = self.lambd.to(gg.device)
-        reg = yy_new + self.rho * torch.eye(n_tasks, dtype=torch.float64, device=gg.device)
+        gamma = self.gamma / step ** self.gamma_sigma
+        y.mul_(1.0 - b).addcmul_(s, (b * scale).t()[:, :, None].to(y.dtype))
+        yy = gram_matrix(y, 1)[1]                                                       # [P, T, T]
+        lambd = self.lambd if self.lambd is not None else \
+            torch.full((n_prob, n_tasks), 1.0 / n_tasks, dtype=torch.float64, device=s.device)
+        lambd = lambd.to(s.device)
+        reg = yy + self.rho * torch.eye(n_tasks, dtype=torch.float64, device=s.device)
         self.lambd = torch.softmax(lambd - gamma * (reg @ lambd[:, :, None])[..., 0], dim=-1)
         self.step = step
-        self.y.mul_(a)
-        return b * c
+        return self.lambd * trunk
 
-    def _tracked(self, n_tasks: int, n_prob: int, dim: int, like: Tensor) -> Tensor:
-        """``y`` ``[T, P, >= dim]`` (created, or extended with zeros)."""
+    def _tracked(self, s: Tensor) -> Tensor:
+        """``y`` ``[T, P, F]`` (zeros at the start) on ``s``'s device and dtype."""
         y = self.y
-        if y is not None and y.shape[:2] != (n_tasks, n_prob):
-            raise ValueError(f'MoCo was set up for {y.shape[0]} tasks and {y.shape[1]} problems, got {n_tasks} and '
-                             f'{n_prob}')
-        if y is None or y.shape[2] < dim:
-            grown = torch.zeros(n_tasks, n_prob, dim, dtype=like.dtype, device=like.device)
-            if y is not None:
-                grown[:, :, :y.shape[2]] = y.to(grown)
-            y = grown
-        self.y = y.to(device=like.device, dtype=like.dtype)
+        if y is None:
+            y = torch.zeros_like(s)
+        elif y.shape != s.shape:
+            raise ValueError(f'MoCo was set up for {y.shape[0]} tasks, {y.shape[1]} problems and {y.shape[2]} '
+                             f'features per sample (y {tuple(y.shape)}); got {tuple(s.shape)}')
+        self.y = y.to(device=s.device, dtype=s.dtype)
         return self.y
 
     def state_dict(self) -> dict[str, Any]:
@@ -180,3 +151,8 @@ class MoCo(Method):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         load_tensors(self, state, ('y', 'lambd', 'step'))
         self.step = int(self.step or 0)
+
+
+def scaled_inverse(loss: Tensor, norm: Tensor, eps: float) -> Tensor:
+    """``loss / (norm + eps)`` where ``norm > 0``, else 0 (a zero gradient stays zero, also with ``eps = 0``)."""
+    return torch.where(norm > 0, loss / (norm + eps), torch.zeros_like(loss))

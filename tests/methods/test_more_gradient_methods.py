@@ -1,7 +1,12 @@
 """The stateful gradient methods of issue 23 that TorchJD 0.18 offers as weightings (ExcessMTL, SDMGrad, MoDo) and
 MoCo (LibMTL only): against the peer on random inputs over several steps (the state carries over), the defining
-update, degenerate and scaled inputs, TaskBlocks, several ranks and the state round trip."""
+update, degenerate and scaled inputs, TaskBlocks, several ranks and the state round trip.
+
+ExcessMTL and MoCo keep their state on the gradients summed over the batch (``graddrop_mtl.methods.batch_sums``);
+a stack ``[T, 1, D]`` is one sample of D features, where they equal the peers' updates on ``[T, D]``."""
 from __future__ import annotations
+
+import io
 
 import numpy as np
 import pytest
@@ -38,16 +43,30 @@ def blocks_and_dense(seed: int) -> tuple[TaskBlocks, torch.Tensor]:
 @pytest.mark.parametrize('seed,n_tasks,d', CASES)
 @pytest.mark.parametrize('step_size,warmup', [(1.0, 0), (1.0, 1), (0.3, 2)])
 def test_excess_mtl_matches_torchjd_over_steps(seed, n_tasks, d, step_size, warmup):
-    """TorchJD's ExcessMTLWeighting fed the same [T, D] matrices for six steps (float64): the same weights and the
-    same combined gradient to 1e-12 (rsqrt against 1 / sqrt: rounding only)."""
+    """TorchJD's ExcessMTLWeighting fed the same [T, D] matrices for six steps (float64), ours one sample of D
+    features: the same weights and the same combined gradient to 1e-12 (rsqrt against 1 / sqrt: rounding only)."""
     ours = ExcessMTL(robust_step_size=step_size, n_warmup_steps=warmup)
     ref = torchjd_aggregation.ExcessMTLWeighting(robust_step_size=step_size, n_warmup_steps=warmup)
     for step in range(6):
         g = random_grads(seed + 10 * step, n_tasks, d)
-        out = ours.combine(g)
+        out = ours.combine(g[:, None])
         w = ref(g)
         torch.testing.assert_close(ours.task_weights, w, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(out, w @ g, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(out[0], w @ g, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('warmup', [0, 1])
+def test_excess_mtl_batch_is_torchjd_on_the_root_batch_sum_of_squares(warmup):
+    """A batch of B samples: the weights are TorchJD's fed sqrt(sum_b g_b^2) (per feature), whose square is the
+    batch-summed q the accumulator and the excess risks are made of; the trunk gets w @ g per sample."""
+    ours, ref = ExcessMTL(n_warmup_steps=warmup), torchjd_aggregation.ExcessMTLWeighting(n_warmup_steps=warmup)
+    for step, batch in enumerate([4, 4, 2, 5, 4]):
+        g = random_grads(step, 3, batch * 15).reshape(3, batch, 15)
+        out = ours.combine(g)
+        w = ref(g.pow(2).sum(1).sqrt())
+        torch.testing.assert_close(ours.task_weights, w, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(out, torch.einsum('t,tbd->bd', w, g), rtol=1e-12, atol=1e-12)
+    assert ours.sq_grad_sum.shape == (3, 1, 15)
 
 
 def test_excess_mtl_float32_matches_torchjd_in_float64():
@@ -55,7 +74,7 @@ def test_excess_mtl_float32_matches_torchjd_in_float64():
     ours, ref = ExcessMTL(), torchjd_aggregation.ExcessMTLWeighting(n_warmup_steps=1)
     for step in range(4):
         g = random_grads(step, 5, 20_000)
-        ours.combine(g.float())
+        ours.combine(g.float()[:, None])
         torch.testing.assert_close(ours.task_weights.double(), ref(g), rtol=1e-5, atol=1e-6)
 
 
@@ -72,7 +91,7 @@ def test_excess_mtl_follows_the_authors_code():
     base = random_grads(7, 3, 30).numpy()
     for step in range(5):
         grads = base * (growth[:, None] ** step)
-        method.combine(torch.from_numpy(grads))
+        method.combine(torch.from_numpy(grads)[:, None])
         grad_sum += grads ** 2
         w = np.array([grads[i] * (1 / np.sqrt(grad_sum[i] + 1e-7)) @ grads[i] for i in range(3)])
         if step == 0:
@@ -117,9 +136,9 @@ def test_excess_mtl_non_finite_step_leaves_the_state():
 
 @pytest.mark.parametrize('scale', [0.0, 1e-30, 1e-15, 1e-3, 1.0, 1e8, 1e15])
 def test_excess_mtl_scaled_inputs(scale):
-    """float32 gradients scaled by 0 .. 1e15: finite results; with one warm-up step (the baseline) the weights are
-    those of the unscaled gradients wherever S is far above eps (scales 1 .. 1e15)."""
-    steps = [random_grads(s, 4, 20_000, dtype=torch.float32) for s in range(4)]
+    """float32 gradients (8 samples) scaled by 0 .. 1e15: finite results; with one warm-up step (the baseline) the
+    weights are those of the unscaled gradients wherever S is far above eps (scales 1 .. 1e15)."""
+    steps = [random_grads(s, 4, 20_000, dtype=torch.float32).reshape(4, 8, 2500) for s in range(4)]
     ref, method = ExcessMTL(), ExcessMTL()
     for g in steps:
         ref.combine(g)
@@ -139,42 +158,45 @@ def test_excess_mtl_blocks_give_the_dense_result():
     torch.testing.assert_close(b.state_dict(), a.state_dict(), rtol=1e-12, atol=1e-12)
 
 
-def test_excess_mtl_smaller_activation_uses_the_leading_elements():
-    """A short batch (10 of 20 elements) gives what the same gradients zero-padded to 20 give: zeros add nothing to
-    the excess risks or the accumulator."""
+def test_excess_mtl_short_batch_and_feature_shape():
+    """A short batch (2 of 4 samples) gives what the same samples padded with zero samples give (zeros add nothing);
+    the state does not grow with the batch; other features or tasks than the state's are refused, named."""
     a, b = ExcessMTL(), ExcessMTL()
-    for step, d in enumerate([20, 10, 20, 10]):
-        g = random_grads(step, 3, d)
-        a.combine(g)
-        b.combine(torch.nn.functional.pad(g, (0, 20 - d)))
+    for step, batch in enumerate([4, 2, 4, 2]):
+        g = random_grads(step, 3, batch * 5).reshape(3, batch, 5)
+        out = a.combine(g)
+        padded = b.combine(torch.nn.functional.pad(g, (0, 0, 0, 4 - batch)))
         torch.testing.assert_close(a.task_weights, b.task_weights, rtol=1e-12, atol=0)
+        torch.testing.assert_close(out, padded[:batch], rtol=1e-12, atol=0)
+    assert a.sq_grad_sum.shape == (3, 1, 5)
+    with pytest.raises(ValueError, match='set up for 3 tasks, 1 problems and 5 features'):
+        a.combine(random_grads(0, 3, 12).reshape(3, 2, 6))
     with pytest.raises(ValueError, match='set up for 3 tasks'):
-        a.combine(random_grads(0, 4, 10))
+        a.combine(random_grads(0, 4, 10).reshape(4, 2, 5))
 
 
 def test_excess_mtl_ranks_agree_with_one_process():
-    """Two ranks: the excess risks are summed, so both ranks hold the weights and the baseline of one process
-    holding the concatenated activation (whose accumulator is the ranks' accumulators side by side)."""
-    steps = [[random_grads(10 * s + r, 4, 12) for r in range(2)] for s in range(3)]
-    single = ExcessMTL()
+    """Two ranks, three samples each, three steps, one reducer call per combine: both ranks hold the same state,
+    bit for bit (the accumulator included), that of one process holding the concatenated batch (to 1e-12), and
+    each rank's trunk gradient is that process's at its samples."""
+    steps = [[random_grads(10 * s + r, 4, 15).reshape(4, 3, 5) for r in range(2)] for s in range(3)]
+    single, outs = ExcessMTL(), []
     for g in steps:
-        single.combine(torch.cat(g, 1))
+        outs.append(single.combine(torch.cat(g, 1)))
     reduce = ThreadAllReduce(2)
 
     def rank(r):
         method = ExcessMTL()
         method.set_reducer(reduce.reducer(r))
-        for g in steps:
-            method.combine(g[r])
-        return method.state_dict()
+        results = [method.combine(g[r]) for g in steps]
+        return method.state_dict(), results
 
-    s0, s1 = run_ranks(2, rank)
+    (s0, out0), (s1, out1) = run_ranks(2, rank)
     assert reduce.calls == 3                              # one reducer call per combine
-    for key in ('weights', 'baseline', 'step'):
-        torch.testing.assert_close(s0[key], s1[key], rtol=0, atol=0)
-        torch.testing.assert_close(s0[key], single.state_dict()[key], rtol=1e-12, atol=0)
-    torch.testing.assert_close(torch.cat([s0['sq_grad_sum'], s1['sq_grad_sum']], 2),
-                               single.state_dict()['sq_grad_sum'])
+    assert_same_state(s0, s1)
+    torch.testing.assert_close(s0, single.state_dict(), rtol=1e-12, atol=0)
+    for out, a, b in zip(outs, out0, out1):
+        torch.testing.assert_close(torch.cat([a, b]), out, rtol=1e-12, atol=1e-15)
 
 
 def test_excess_mtl_arguments_are_checked():
@@ -334,8 +356,8 @@ def test_gram_methods_degenerate_inputs(cfg, case):
 # -- MoCo --------------------------------------------------------------------------------------------------------------
 def moco_libmtl(steps, beta=0.5, beta_sigma=0.5, gamma=0.1, gamma_sigma=0.5, rho=0.0):
     """LibMTL's ``MoCo.backward`` (median-research-group/LibMTL, ``LibMTL/weighting/MoCo.py``, MIT licence; the
-    authors' code) transcribed on ``[T, D]`` gradients and ``[T]`` losses per step: the trunk gradient of each
-    step."""
+    authors' code) transcribed on ``[T, D]`` gradients and ``[T]`` losses per step: after each step the tracked
+    ``y``, the weights ``lambd``, the normalised loss-scaled gradients and LibMTL's trunk gradient ``y^T lambd``."""
     n_tasks, dim = steps[0][0].shape
     y = torch.zeros(n_tasks, dim, dtype=torch.float64)
     lambd = torch.ones(n_tasks, dtype=torch.float64) / n_tasks
@@ -347,7 +369,7 @@ def moco_libmtl(steps, beta=0.5, beta_sigma=0.5, gamma=0.1, gamma_sigma=0.5, rho
         y = y - (beta / step ** beta_sigma) * (y - grads)
         lambd = torch.softmax(lambd - (gamma / step ** gamma_sigma)
                               * (y @ y.t() + rho * torch.eye(n_tasks, dtype=torch.float64)) @ lambd, -1)
-        outs.append(y.t() @ lambd)
+        outs.append((y, lambd, grads, y.t() @ lambd))
     return outs
 
 
@@ -360,45 +382,57 @@ def moco_steps(seed, n_tasks, d, n_steps=6, dtype=torch.float64):
 @pytest.mark.parametrize('seed,n_tasks,d', CASES)
 @pytest.mark.parametrize('kwargs', [{}, dict(beta=0.9, beta_sigma=0.0, gamma=0.5, gamma_sigma=1.0, rho=0.1)])
 def test_moco_matches_libmtl_over_steps(seed, n_tasks, d, kwargs):
-    """Six steps against the transcription of LibMTL's MoCo (float64): the same trunk gradient to 1e-12 of its
-    scale (y y^T formed in float64 from the Gram and cross products instead of from y)."""
+    """Six steps against the transcription of LibMTL's MoCo (float64) on one sample of D features: the same y and
+    lambda to 1e-12; the trunk gradient is this step's normalised gradients weighted by lambda (LibMTL's is
+    y^T lambda: the activation of one step cannot receive earlier samples' gradients)."""
     steps = moco_steps(seed, n_tasks, d)
     method = MoCo(**kwargs)
-    for (g, losses), ref in zip(steps, moco_libmtl(steps, **kwargs)):
-        out = method.combine(g, losses=losses)
-        torch.testing.assert_close(out, ref, rtol=0, atol=1e-12 * float(ref.abs().max()))
+    for (g, losses), (y, lambd, ghat, _) in zip(steps, moco_libmtl(steps, **kwargs)):
+        out = method.combine(g[:, None], losses=losses)
+        torch.testing.assert_close(method.y[:, 0], y, rtol=0, atol=1e-12 * float(y.abs().max()))
+        torch.testing.assert_close(method.lambd[0], lambd, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(out[0], ghat.t() @ lambd, rtol=0, atol=1e-12 * float(ghat.abs().max()))
     assert method.task_weights is None and method.step == 6
 
 
 def test_moco_float32_matches_libmtl_in_float64():
-    """float32 gradients over 20,000 elements (chunked float32 products summed in float64): 1e-6 of the scale."""
+    """float32 gradients of 20,000 features (chunked float32 products summed in float64): lambda to 1e-6, the trunk
+    gradient to 1e-6 of its scale."""
     steps = moco_steps(0, 5, 20_000)
     method = MoCo()
-    for (g, losses), ref in zip(steps, moco_libmtl(steps)):
-        out = method.combine(g.float(), losses=losses.float())
-        torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-6 * float(ref.abs().max()))
+    for (g, losses), (_, lambd, ghat, _) in zip(steps, moco_libmtl(steps)):
+        out = method.combine(g.float()[:, None], losses=losses.float())
+        torch.testing.assert_close(method.lambd[0], lambd, rtol=1e-6, atol=1e-7)
+        ref = ghat.t() @ lambd
+        torch.testing.assert_close(out[0].double(), ref, rtol=0, atol=1e-6 * float(ref.abs().max()))
 
 
 def test_moco_tracks_the_normalised_gradients():
-    """Constant gradients: y_i = (1 - prod_s (1 - beta_s)) L_i g_i / (|g_i| + eps) (the tracking recursion),
-    lambda stays on the simplex, and the trunk receives y^T lambda."""
-    g = random_grads(1, 3, 40)
+    """Constant gradients of a batch of 4: y_i = (1 - prod_s (1 - beta_s)) L_i s_i / (|s_i| + eps) for the batch
+    sums s_i (the tracking recursion), lambda stays on the simplex and takes LibMTL's step on y y^T, and every
+    sample receives sum_i lambda_i L_i g_i / (|g_i| + eps)."""
+    g = random_grads(1, 3, 40).reshape(3, 4, 10)
     losses = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
-    target = g / (g.norm(dim=1, keepdim=True) + 1e-8) * losses[:, None]
-    method, keep = MoCo(), 1.0
+    s = g.sum(1)
+    target = s / (s.norm(dim=1, keepdim=True) + 1e-8) * losses[:, None]
+    unit = g / (g.flatten(1).norm(dim=1)[:, None, None] + 1e-8) * losses[:, None, None]
+    method, keep, lambd = MoCo(), 1.0, torch.full((3,), 1 / 3, dtype=torch.float64)
     for t in range(1, 6):
         out = method.combine(g, losses=losses)
         keep *= 1 - 0.5 / t ** 0.5
-        torch.testing.assert_close(method.y[:, 0], (1 - keep) * target, rtol=1e-12, atol=1e-12)
+        y = (1 - keep) * target
+        lambd = torch.softmax(lambd - 0.1 / t ** 0.5 * (y @ y.t()) @ lambd, -1)
+        torch.testing.assert_close(method.y[:, 0], y, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(method.lambd[0], lambd, rtol=1e-12, atol=1e-14)
         assert bool((method.lambd >= 0).all()) and float(method.lambd.sum()) == pytest.approx(1.0, abs=1e-12)
-        torch.testing.assert_close(out, method.lambd[0] @ method.y[:, 0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(out, torch.einsum('t,tbd->bd', lambd, unit), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize('scale', [0.0, 1e-30, 1e-15, 1e-3, 1.0, 1e15, 1e20])
 def test_moco_scaled_inputs(scale):
     """float32 gradients scaled by 0 .. 1e20: finite results; wherever |g| is far above eps (scales 1e-3 on) the
     result does not depend on the scale (the gradients are normalised), to 1e-5."""
-    steps = moco_steps(3, 4, 20_000, n_steps=3, dtype=torch.float32)
+    steps = [(g.reshape(4, 8, 2500), losses) for g, losses in moco_steps(3, 4, 20_000, n_steps=3, dtype=torch.float32)]
     ref, method = MoCo(), MoCo()
     for g, losses in steps:
         expected = ref.combine(g, losses=losses)
@@ -421,9 +455,8 @@ def test_moco_degenerate_inputs(case):
         assert out.shape == g.shape[1:] and out.dtype == g.dtype and bool(torch.isfinite(out).all())
     if case == 'zero':
         assert bool((out == 0).all())
-    if case == 'one_task':                 # lambda = 1: the tracked unit gradient
-        torch.testing.assert_close(out, method.y[0, 0])
-        torch.testing.assert_close(out / out.norm(), g[0] / g[0].norm())
+    if case == 'one_task':                 # lambda = 1: the unit gradient
+        torch.testing.assert_close(out, g[0] / g[0].norm())
     if case == 'opposite':                 # equal weights, the tracked gradients cancel
         torch.testing.assert_close(out, torch.zeros(2), atol=1e-6, rtol=0)
 
@@ -441,52 +474,159 @@ def test_moco_non_finite_step_leaves_the_state():
         method.combine(g)
 
 
-def test_moco_blocks_and_a_smaller_activation():
-    """TaskBlocks give the dense result; a short batch (10 of 20 elements) gives the leading elements of what the
-    zero-padded gradients give, with the same weights."""
+def test_moco_blocks_and_a_short_batch():
+    """TaskBlocks give the dense result and state; a short batch (2 of 4 samples) gives what the same samples padded
+    with zero samples give; other features than the state's are refused, named."""
     a, b = MoCo(), MoCo()
     losses = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
     for step in range(3):
         blocks, dense = blocks_and_dense(10 * step)
         torch.testing.assert_close(b.combine_blocks(blocks, losses=losses), a.combine(dense, losses=losses))
+    torch.testing.assert_close(b.state_dict(), a.state_dict(), rtol=1e-12, atol=1e-14)
     a, b = MoCo(), MoCo()
-    for step, d in enumerate([20, 10, 20, 10]):
-        g = random_grads(step, 3, d)
+    for step, batch in enumerate([4, 2, 4, 2]):
+        g = random_grads(step, 3, batch * 5).reshape(3, batch, 5)
         out = a.combine(g, losses=losses)
-        padded = b.combine(torch.nn.functional.pad(g, (0, 20 - d)), losses=losses)
-        torch.testing.assert_close(out, padded[:d], rtol=1e-12, atol=1e-14)
-        torch.testing.assert_close(a.lambd, b.lambd, rtol=1e-12, atol=0)
+        padded = b.combine(torch.nn.functional.pad(g, (0, 0, 0, 4 - batch)), losses=losses)
+        torch.testing.assert_close(out, padded[:batch], rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(a.state_dict(), b.state_dict(), rtol=1e-12, atol=0)
+    assert a.y.shape == (3, 1, 5)
+    with pytest.raises(ValueError, match='set up for 3 tasks, 1 problems and 5 features'):
+        a.combine(random_grads(0, 3, 12).reshape(3, 2, 6), losses=losses)
 
 
 def test_moco_ranks_agree_with_one_process():
-    """Two ranks, three steps, one reducer call each: lambda is the same on both ranks and that of one process
-    holding the concatenated gradients (the losses averaged), whose y is the ranks' y side by side."""
-    steps = [[random_grads(10 * s + r, 4, 12) for r in range(2)] for s in range(3)]
+    """Two ranks, three samples each, three steps, one reducer call each: both ranks hold the same state, bit for
+    bit (y included), that of one process holding the concatenated batch with the losses averaged (to 1e-12), and
+    each rank's trunk gradient is that process's at its samples."""
+    steps = [[random_grads(10 * s + r, 4, 15).reshape(4, 3, 5) for r in range(2)] for s in range(3)]
     losses = [[torch.rand(4, generator=gen(100 + 10 * s + r), dtype=torch.float64) + 0.5 for r in range(2)]
               for s in range(3)]
-    single = MoCo()
+    single, outs = MoCo(), []
     for g, loss in zip(steps, losses):
-        single.combine(torch.cat(g, 1), losses=(loss[0] + loss[1]) / 2)
+        outs.append(single.combine(torch.cat(g, 1), losses=(loss[0] + loss[1]) / 2))
     reduce = ThreadAllReduce(2)
 
     def rank(r):
         method = MoCo()
         method.set_reducer(reduce.reducer(r))
-        for g, loss in zip(steps, losses):
-            method.combine(g[r], losses=loss[r])
-        return method.state_dict()
+        results = [method.combine(g[r], losses=loss[r]) for g, loss in zip(steps, losses)]
+        return method.state_dict(), results
 
-    s0, s1 = run_ranks(2, rank)
+    (s0, out0), (s1, out1) = run_ranks(2, rank)
     assert reduce.calls == 3
-    torch.testing.assert_close(s0['lambd'], s1['lambd'], rtol=0, atol=0)
-    torch.testing.assert_close(s0['lambd'], single.lambd, rtol=1e-12, atol=0)
-    torch.testing.assert_close(torch.cat([s0['y'], s1['y']], 2), single.y, rtol=1e-12, atol=1e-14)
+    assert_same_state(s0, s1)
+    torch.testing.assert_close(s0, single.state_dict(), rtol=1e-12, atol=1e-15)
+    for out, a, b in zip(outs, out0, out1):
+        torch.testing.assert_close(torch.cat([a, b]), out, rtol=1e-12, atol=1e-15)
 
 
 def test_moco_arguments_are_checked():
     for bad in (dict(beta=0.0), dict(beta=1.5), dict(gamma=0.0), dict(rho=-1.0), dict(beta_sigma=-1.0)):
         with pytest.raises(ValueError, match='MoCo needs'):
             build_method(dict(type='MoCo', **bad))
+
+
+# -- state of ExcessMTL and MoCo: the same on every rank, independent of the batch, resumable --------------------------
+def assert_same_state(a: dict, b: dict) -> None:
+    """Two state dicts hold the same keys and the same values, bit for bit."""
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], torch.Tensor):
+            assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+        else:
+            assert a[key] == b[key], key
+
+
+STATE_CONFIGS = [dict(type='ExcessMTL'), dict(type='ExcessMTL', n_warmup_steps=0), dict(type='MoCo'),
+                 dict(type='MoCo', beta=0.9, beta_sigma=0.0, rho=0.1)]
+
+
+def rank_steps(n_steps: int, dtype=torch.float32) -> list:
+    """Per step, per rank (two): gradients of 3 samples at a [3, 2, 4] feature map for 4 tasks, and losses."""
+    return [[(random_grads(10 * s + r, 4, 72, dtype=dtype).reshape(4, 3, 3, 2, 4),
+              (torch.rand(4, generator=gen(200 + 10 * s + r)) + 0.5).to(dtype)) for r in range(2)]
+            for s in range(n_steps)]
+
+
+@pytest.mark.parametrize('cfg', STATE_CONFIGS, ids=lambda c: '-'.join(f'{v}' for v in c.values()))
+def test_resume_on_two_ranks_continues_the_uninterrupted_run(cfg):
+    """Two ranks (float32): run 2 steps, save rank 0's state_dict through torch.save, load it on BOTH ranks into
+    fresh methods and run 3 more: every output and the final states equal, bit for bit, those of the same two
+    ranks running 5 steps uninterrupted (and rank 1's own state equals rank 0's at the save)."""
+    steps = rank_steps(5)
+
+    def uninterrupted(reduce, r):
+        method = build_method(cfg)
+        method.set_reducer(reduce.reducer(r))
+        return [method.combine(g, losses=loss) for g, loss in (st[r] for st in steps)], method.state_dict()
+
+    reduce = ThreadAllReduce(2)
+    full = run_ranks(2, lambda r: uninterrupted(reduce, r))
+    saved = []
+
+    def first_part(reduce, r):
+        method = build_method(cfg)
+        method.set_reducer(reduce.reducer(r))
+        outs = [method.combine(g, losses=loss) for g, loss in (st[r] for st in steps[:2])]
+        buf = io.BytesIO()
+        torch.save(method.state_dict(), buf)
+        return outs, buf.getvalue()
+
+    reduce = ThreadAllReduce(2)
+    first = run_ranks(2, lambda r: first_part(reduce, r))
+    assert_same_state(torch.load(io.BytesIO(first[0][1])), torch.load(io.BytesIO(first[1][1])))
+    saved = first[0][1]                                       # rank 0's checkpoint, loaded by every rank
+
+    def second_part(reduce, r):
+        method = build_method(cfg)
+        method.load_state_dict(torch.load(io.BytesIO(saved)))
+        method.set_reducer(reduce.reducer(r))
+        return [method.combine(g, losses=loss) for g, loss in (st[r] for st in steps[2:])], method.state_dict()
+
+    reduce = ThreadAllReduce(2)
+    second = run_ranks(2, lambda r: second_part(reduce, r))
+    for r in range(2):
+        for a, b in zip(full[r][0], first[r][0] + second[r][0]):
+            assert torch.equal(a, b)
+        assert_same_state(full[r][1], second[r][1])
+    assert_same_state(full[0][1], full[1][1])
+
+
+@pytest.mark.parametrize('cfg', STATE_CONFIGS[::2], ids=lambda c: c['type'])
+def test_state_does_not_grow_with_the_batch(cfg):
+    """Batches of 2 and of 32 samples at a [3, 2, 4] feature map: state tensors of the same shapes, T x 24 floats
+    for the per-feature part."""
+    sizes = []
+    for batch in (2, 32):
+        method = build_method(cfg)
+        for step in range(2):
+            g = random_grads(step, 4, batch * 24, dtype=torch.float32).reshape(4, batch, 3, 2, 4)
+            method.combine(g, losses=torch.rand(4, generator=gen(step)) + 0.5)
+        sizes.append({k: tuple(v.shape) for k, v in method.state_dict().items() if isinstance(v, torch.Tensor)})
+    assert sizes[0] == sizes[1]
+    assert max(int(np.prod(shape)) for shape in sizes[0].values()) == 4 * 24
+
+
+@pytest.mark.parametrize('cfg', STATE_CONFIGS[::2], ids=lambda c: c['type'])
+@pytest.mark.parametrize('channel_dim', [1, -1])
+def test_blocks_batch_sums_at_patch_rows(cfg, channel_dim):
+    """TaskBlocks whose patch rows fall on the same position in different samples (their batch sums add up), for
+    both layouts: three steps give the densified stack's results and state."""
+    shape = (3, 2, 2, 3) if channel_dim == 1 else (3, 2, 3, 2)
+    per_sample = 6                                            # rows of one sample
+    rows = torch.tensor([1, 1 + per_sample, 4 + 2 * per_sample, 5])
+    a, b = build_method(cfg), build_method(cfg)
+    losses = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
+    for step in range(3):
+        base = torch.randn(1, *shape, generator=gen(step), dtype=torch.float64)
+        patch = torch.randn(3, len(rows), 2, generator=gen(step + 5), dtype=torch.float64)
+        blocks = TaskBlocks(3, shape, base=base, base_tasks=[1], patch=patch, patch_rows=rows,
+                            patch_tasks=[0, 1, 2], channel_dim=channel_dim)
+        patch[1] = blocks.gather(base)[0]                     # the patch repeats the base task's values
+        out = b.combine_blocks(blocks, losses=losses)
+        torch.testing.assert_close(out, a.combine(blocks.to_dense(), losses=losses), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(b.state_dict(), a.state_dict(), rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize('cfg', [dict(type='ExcessMTL'), dict(type='MoCo'), dict(type='SDMGrad'), dict(type='MoDo')],
@@ -497,7 +637,7 @@ def test_half_precision_gradients(cfg, dtype):
     accumulator of squares in float16 would overflow), close to the float32 run."""
     a, b = build_method(cfg), build_method(cfg)
     for step in range(3):
-        g = random_grads(step, 3, 5000, dtype=torch.float32)
+        g = random_grads(step, 3, 5000, dtype=torch.float32).reshape(3, 10, 500)
         losses = torch.tensor([1.0, 0.5, 2.0])
         ref = a.combine(g, losses=losses)
         out = b.combine(g.to(dtype), losses=losses)
