@@ -22,6 +22,10 @@ gradient sent into the trunk: ``method.combine(grads, activation=A, losses=L, ge
 ``DualProj``       the mean gradient projected onto the dual cone of the task gradients
 ``ConFIG``         the direction of equal cosine to every task, scaled by the sum of projections
 ``GradVac``        Gradient Vaccine: pairwise cosines raised to their running targets
+``ExcessMTL``      exponentiated weights on running excess-risk estimates (batch-summed AdaGrad statistics)
+``SDMGrad``        MGDA pulled towards the mean gradient (warm-started inner SGD on the weights)
+``MoCo``           MGDA-like weights on tracked, normalised (batch-summed) gradients
+``MoDo``           one projected step of MGDA's weights per training step
 ``UW``             uncertainty weighting: learnt log-variances (trainable parameters)
 ``IMTLL``          IMTL-L: learnt loss scales (trainable parameters)
 ``DWA``            Dynamic Weight Average of the loss descent rates
