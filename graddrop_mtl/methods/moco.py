@@ -118,7 +118,7 @@ class MoCo(Method):
         s_norm = sq_norms(s.reshape(n_tasks * n_prob, n_feat)).reshape(n_tasks, n_prob).t().sqrt()      # [P, T]
         scale = scaled_inverse(loss, s_norm, self.eps)                        # L_i / (|s_i| + eps), 0 for s_i = 0
         trunk = scaled_inverse(loss, sq.clamp_min(0).sqrt(), self.eps)
-        if not all(bool(torch.isfinite(t).all()) for t in (s, sq, loss, scale, trunk)):
+        if not all(bool(torch.isfinite(t).all()) for t in (s_norm, sq, loss, scale, trunk)):   # s_norm: s finite
             return None
         y = self._tracked(s)
         step = self.step + 1
