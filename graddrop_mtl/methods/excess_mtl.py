@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from .base import Method, check_grads, combine_with_coefficients, flat_per_problem, reduce_statistics, register_method
-from .batch_sums import batch_sum, blocks_batch_sums, per_sample
+from .batch_sums import batch_sum, blocks_batch_sums, check_state_dims, per_sample, state_rest
 from .blocks import TaskBlocks
 from .weighting import load_tensors
 
@@ -41,6 +41,12 @@ class ExcessMTL(Method):
     ``ExcessMTLWeighting`` on that sample's gradients; for a batch, its weights are TorchJD's on
     :math:`\sqrt{q}` (both tested).
 
+    Granularity (``state_dims``): by default every feature (e.g. every channel and pixel of a conv map) has its
+    accumulator, T x F values. With ``state_dims = k`` only the first k feature dims keep their own: :math:`q` is
+    summed over the batch and the remaining feature dims, so with 1 on a ``[B, C, H, W]`` map it is the squared
+    gradients of a per-channel bias summed over the batch and the pixels (T x C values), the diagonal
+    preconditioner of a conv layer's bias; with 0 one value per task. The excess risk sums over these values.
+
     Several processes: :math:`q` (T x F values per problem) is summed over the ranks in the method's one reducer
     call, and everything else is computed from it, so every rank holds the same state, that of one process holding
     the whole global batch, and a checkpoint of any rank resumes every rank exactly. The features must keep their
@@ -52,22 +58,27 @@ class ExcessMTL(Method):
         n_warmup_steps: steps with uniform weights whose average excess risk is the baseline (1: the authors').
         eps: :math:`\epsilon` in :math:`\sqrt{S + \epsilon}` (1e-7, as the authors) and in the baseline's
             denominator (as TorchJD).
+        state_dims: how many of the activation's feature dims (after the batch) keep their own accumulator:
+            ``None`` every one (per feature), 1 per channel of a ``[B, C, ...]`` map, 0 one per task.
     """
 
-    def __init__(self, robust_step_size: float = 1.0, n_warmup_steps: int = 1, eps: float = 1e-7) -> None:
+    def __init__(self, robust_step_size: float = 1.0, n_warmup_steps: int = 1, eps: float = 1e-7,
+                 state_dims: int | None = None) -> None:
         if not robust_step_size > 0:
             raise ValueError(f'ExcessMTL robust_step_size must be > 0, got {robust_step_size}')
         if int(n_warmup_steps) < 0 or eps < 0:
             raise ValueError(f'ExcessMTL needs n_warmup_steps >= 0 and eps >= 0, got {n_warmup_steps}, {eps}')
         self.robust_step_size, self.n_warmup_steps, self.eps = float(robust_step_size), int(n_warmup_steps), float(eps)
+        self.state_dims = check_state_dims(state_dims, 'ExcessMTL')
         self.weights: Tensor | None = None          # [P, T] float64, on the simplex
         self.baseline: Tensor | None = None         # [P, T] float64: the excess risks the later ones are divided by
         self.warmup_sum: Tensor | None = None       # [P, T] float64
-        self.sq_grad_sum: Tensor | None = None      # [T, P, F] (F features per sample), at least float32
+        self.sq_grad_sum: Tensor | None = None      # [T, P, F] (F state values per task, see state_dims), >= float32
         self.step = 0
 
     def extra_repr(self) -> str:
-        return f'robust_step_size={self.robust_step_size}, n_warmup_steps={self.n_warmup_steps}'
+        return (f'robust_step_size={self.robust_step_size}, n_warmup_steps={self.n_warmup_steps}, '
+                f'state_dims={self.state_dims}')
 
     def _accumulator(self, shape: tuple[int, int, int], like: Tensor) -> Tensor:
         """The accumulator ``[T, P, F]`` (zeros at the start) on ``like``'s device and dtype."""
@@ -96,8 +107,9 @@ class ExcessMTL(Method):
     def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
                 generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
         check_grads(grads, problem_dims)
+        rest = state_rest(tuple(grads.shape[1:]), self.state_dims, 'ExcessMTL', problem_dims)
         x = per_sample(grads.detach(), problem_dims)                              # [T, P, B, F]
-        q = batch_sum(x, square=True, dtype=torch.promote_types(x.dtype, torch.float32))
+        q = batch_sum(x, square=True, dtype=torch.promote_types(x.dtype, torch.float32), rest=rest)
         w = self._update(q)
         self.task_weights = w.t().reshape(grads.shape[:1 + problem_dims]).to(grads.dtype)
         return combine_with_coefficients(flat_per_problem(grads, problem_dims), w, grads)
@@ -106,7 +118,8 @@ class ExcessMTL(Method):
                        generator: torch.Generator | None = None) -> Tensor:
         """The same step on :class:`TaskBlocks` without densifying them: a patch-only task's squares are summed
         over its patch rows alone."""
-        q = blocks_batch_sums(blocks, square=True, dtype=torch.promote_types(blocks.dtype, torch.float32))
+        q = blocks_batch_sums(blocks, square=True, dtype=torch.promote_types(blocks.dtype, torch.float32),
+                              state_dims=self.state_dims, owner='ExcessMTL')
         w = self._update(q)
         self.task_weights = w[0].to(blocks.dtype)
         return blocks.linear_combination(w[0])

@@ -17,7 +17,7 @@ from .base import (
     register_method,
     sq_norms,
 )
-from .batch_sums import batch_sum, blocks_batch_sums, per_sample
+from .batch_sums import batch_sum, blocks_batch_sums, check_state_dims, per_sample, state_rest
 from .blocks import TaskBlocks
 from .weighting import load_tensors
 
@@ -51,6 +51,12 @@ class MoCo(Method):
     ``y`` (``[T, P, F]``, zeros at the start, at least float32), :math:`\lambda` (from :math:`1/T`) and ``t`` are
     the state. A zero gradient contributes zero (whatever :math:`\epsilon`).
 
+    Granularity (``state_dims``): by default :math:`s` and ``y`` hold one value per feature (e.g. every channel
+    and pixel of a conv map), T x F values. With ``state_dims = k`` only the first k feature dims keep their own:
+    :math:`s` is summed over the batch and the remaining feature dims, so with 1 on a ``[B, C, H, W]`` map it is
+    the gradient of a per-channel bias (a conv layer's bias, T x C values), and :math:`\lambda` steps on the Gram
+    matrix of those; with 0 one value per task. The trunk gradient is unchanged in form.
+
     Several processes: :math:`s` (T x F values per problem), the squared norms of the gradients and the losses
     (averaged) go through the method's one reducer call, and everything else is computed from them, so every rank
     holds the same state, that of one process holding the whole global batch, and a checkpoint of any rank resumes
@@ -62,35 +68,39 @@ class MoCo(Method):
         gamma, gamma_sigma: :math:`\gamma` and :math:`\sigma_\gamma` (0.1 and 0.5).
         rho: :math:`\rho`, the :math:`\ell_2` regularisation of the weight step (0).
         eps: :math:`\epsilon` in the normalisation (1e-8).
+        state_dims: how many of the activation's feature dims (after the batch) keep their own value in :math:`s`
+            and ``y``: ``None`` every one (per feature), 1 per channel of a ``[B, C, ...]`` map, 0 one per task.
     """
 
     def __init__(self, beta: float = 0.5, beta_sigma: float = 0.5, gamma: float = 0.1, gamma_sigma: float = 0.5,
-                 rho: float = 0.0, eps: float = 1e-8) -> None:
+                 rho: float = 0.0, eps: float = 1e-8, state_dims: int | None = None) -> None:
         if not 0 < beta <= 1 or not gamma > 0 or beta_sigma < 0 or gamma_sigma < 0 or rho < 0 or eps < 0:
             raise ValueError(f'MoCo needs 0 < beta <= 1, gamma > 0 and non-negative beta_sigma, gamma_sigma, rho, '
                              f'eps; got beta={beta}, gamma={gamma}, beta_sigma={beta_sigma}, '
                              f'gamma_sigma={gamma_sigma}, rho={rho}, eps={eps}')
         self.beta, self.beta_sigma, self.gamma = float(beta), float(beta_sigma), float(gamma)
         self.gamma_sigma, self.rho, self.eps = float(gamma_sigma), float(rho), float(eps)
-        self.y: Tensor | None = None            # [T, P, F]: the tracked batch-summed gradients (at least float32)
+        self.state_dims = check_state_dims(state_dims, 'MoCo')
+        self.y: Tensor | None = None            # [T, P, F]: the tracked batch sums (F: see state_dims), >= float32
         self.lambd: Tensor | None = None        # [P, T] float64
         self.step = 0
 
     def extra_repr(self) -> str:
-        return f'beta={self.beta}, gamma={self.gamma}, rho={self.rho}'
+        return f'beta={self.beta}, gamma={self.gamma}, rho={self.rho}, state_dims={self.state_dims}'
 
     def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
                 generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
         check_grads(grads, problem_dims)
         if losses is None:
             raise ValueError('MoCo needs the task losses (losses=...)')
+        rest = state_rest(tuple(grads.shape[1:]), self.state_dims, 'MoCo', problem_dims)
         x = per_sample(grads.detach(), problem_dims)                              # [T, P, B, F]
         dtype = torch.promote_types(x.dtype, torch.float32)
         n_tasks, n_prob = x.shape[:2]
         flat = x.reshape(n_tasks * n_prob, -1)
         sq = sq_norms(flat.to(dtype)).reshape(n_tasks, n_prob).t()                  # [P, T] float64
         loss = losses.detach().reshape(n_tasks, n_prob).t().double()
-        coef = self._step(batch_sum(x, dtype=dtype), sq, loss)
+        coef = self._step(batch_sum(x, dtype=dtype, rest=rest), sq, loss)
         if coef is None:
             return torch.full_like(grads, float('nan'))[0]
         return combine_with_coefficients(flat_per_problem(grads, problem_dims), coef, grads)
@@ -101,7 +111,8 @@ class MoCo(Method):
         patch rows alone."""
         if losses is None:
             raise ValueError('MoCo needs the task losses (losses=...)')
-        s = blocks_batch_sums(blocks, dtype=torch.promote_types(blocks.dtype, torch.float32))
+        s = blocks_batch_sums(blocks, dtype=torch.promote_types(blocks.dtype, torch.float32),
+                              state_dims=self.state_dims, owner='MoCo')
         loss = losses.detach().reshape(1, blocks.n_tasks).double()
         coef = self._step(s, blocks.sq_norms()[None], loss)
         if coef is None:

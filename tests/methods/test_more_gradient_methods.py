@@ -14,6 +14,7 @@ import torch
 import torchjd.aggregation as torchjd_aggregation  # requirements/bench.txt
 
 from graddrop_mtl.methods import ExcessMTL, MoCo, MoDo, SDMGrad, build_method
+from graddrop_mtl.methods.batch_sums import batch_sum, per_sample, state_rest
 from graddrop_mtl.methods.blocks import TaskBlocks
 
 from ._util import ThreadAllReduce, check_scaled_inputs, gen, min_norm_by_support_enumeration, run_ranks
@@ -175,18 +176,23 @@ def test_excess_mtl_short_batch_and_feature_shape():
         a.combine(random_grads(0, 4, 10).reshape(4, 2, 5))
 
 
-def test_excess_mtl_ranks_agree_with_one_process():
+RANK_GRANULARITIES = [(None, (5,)), (1, (2, 5)), (0, (2, 5))]
+
+
+@pytest.mark.parametrize('state_dims,features', RANK_GRANULARITIES, ids=lambda v: f'{v}')
+def test_excess_mtl_ranks_agree_with_one_process(state_dims, features):
     """Two ranks, three samples each, three steps, one reducer call per combine: both ranks hold the same state,
     bit for bit (the accumulator included), that of one process holding the concatenated batch (to 1e-12), and
-    each rank's trunk gradient is that process's at its samples."""
-    steps = [[random_grads(10 * s + r, 4, 15).reshape(4, 3, 5) for r in range(2)] for s in range(3)]
-    single, outs = ExcessMTL(), []
+    each rank's trunk gradient is that process's at its samples; per feature, per channel and per task."""
+    steps = [[random_grads(10 * s + r, 4, 3 * int(np.prod(features))).reshape(4, 3, *features) for r in range(2)]
+             for s in range(3)]
+    single, outs = ExcessMTL(state_dims=state_dims), []
     for g in steps:
         outs.append(single.combine(torch.cat(g, 1)))
     reduce = ThreadAllReduce(2)
 
     def rank(r):
-        method = ExcessMTL()
+        method = ExcessMTL(state_dims=state_dims)
         method.set_reducer(reduce.reducer(r))
         results = [method.combine(g[r]) for g in steps]
         return method.state_dict(), results
@@ -495,20 +501,22 @@ def test_moco_blocks_and_a_short_batch():
         a.combine(random_grads(0, 3, 12).reshape(3, 2, 6), losses=losses)
 
 
-def test_moco_ranks_agree_with_one_process():
+@pytest.mark.parametrize('state_dims,features', RANK_GRANULARITIES, ids=lambda v: f'{v}')
+def test_moco_ranks_agree_with_one_process(state_dims, features):
     """Two ranks, three samples each, three steps, one reducer call each: both ranks hold the same state, bit for
     bit (y included), that of one process holding the concatenated batch with the losses averaged (to 1e-12), and
-    each rank's trunk gradient is that process's at its samples."""
-    steps = [[random_grads(10 * s + r, 4, 15).reshape(4, 3, 5) for r in range(2)] for s in range(3)]
+    each rank's trunk gradient is that process's at its samples; per feature, per channel and per task."""
+    steps = [[random_grads(10 * s + r, 4, 3 * int(np.prod(features))).reshape(4, 3, *features) for r in range(2)]
+             for s in range(3)]
     losses = [[torch.rand(4, generator=gen(100 + 10 * s + r), dtype=torch.float64) + 0.5 for r in range(2)]
               for s in range(3)]
-    single, outs = MoCo(), []
+    single, outs = MoCo(state_dims=state_dims), []
     for g, loss in zip(steps, losses):
         outs.append(single.combine(torch.cat(g, 1), losses=(loss[0] + loss[1]) / 2))
     reduce = ThreadAllReduce(2)
 
     def rank(r):
-        method = MoCo()
+        method = MoCo(state_dims=state_dims)
         method.set_reducer(reduce.reducer(r))
         results = [method.combine(g[r], losses=loss[r]) for g, loss in zip(steps, losses)]
         return method.state_dict(), results
@@ -549,7 +557,11 @@ def rank_steps(n_steps: int, dtype=torch.float32) -> list:
             for s in range(n_steps)]
 
 
-@pytest.mark.parametrize('cfg', STATE_CONFIGS, ids=lambda c: '-'.join(f'{v}' for v in c.values()))
+#: Per-channel state (state_dims=1): the resume test runs on these too.
+CHANNEL_CONFIGS = [dict(type='ExcessMTL', state_dims=1), dict(type='MoCo', state_dims=1)]
+
+
+@pytest.mark.parametrize('cfg', STATE_CONFIGS + CHANNEL_CONFIGS, ids=lambda c: '-'.join(f'{v}' for v in c.values()))
 def test_resume_on_two_ranks_continues_the_uninterrupted_run(cfg):
     """Two ranks (float32): run 2 steps, save rank 0's state_dict through torch.save, load it on BOTH ranks into
     fresh methods and run 3 more: every output and the final states equal, bit for bit, those of the same two
@@ -591,6 +603,8 @@ def test_resume_on_two_ranks_continues_the_uninterrupted_run(cfg):
             assert torch.equal(a, b)
         assert_same_state(full[r][1], second[r][1])
     assert_same_state(full[0][1], full[1][1])
+    if cfg.get('state_dims') == 1:                            # the state is per channel: [T, P, C]
+        assert (full[0][1]['sq_grad_sum'] if cfg['type'] == 'ExcessMTL' else full[0][1]['y']).shape == (4, 1, 3)
 
 
 @pytest.mark.parametrize('cfg', STATE_CONFIGS[::2], ids=lambda c: c['type'])
@@ -610,9 +624,11 @@ def test_state_does_not_grow_with_the_batch(cfg):
 
 @pytest.mark.parametrize('cfg', STATE_CONFIGS[::2], ids=lambda c: c['type'])
 @pytest.mark.parametrize('channel_dim', [1, -1])
-def test_blocks_batch_sums_at_patch_rows(cfg, channel_dim):
+@pytest.mark.parametrize('state_dims', [None, 2, 1, 0])
+def test_blocks_batch_sums_at_patch_rows(cfg, channel_dim, state_dims):
     """TaskBlocks whose patch rows fall on the same position in different samples (their batch sums add up), for
-    both layouts: three steps give the densified stack's results and state."""
+    both layouts and every granularity of the state: three steps give the densified stack's results and state."""
+    cfg = dict(cfg, state_dims=state_dims)
     shape = (3, 2, 2, 3) if channel_dim == 1 else (3, 2, 3, 2)
     per_sample = 6                                            # rows of one sample
     rows = torch.tensor([1, 1 + per_sample, 4 + 2 * per_sample, 5])
@@ -669,3 +685,84 @@ def test_blocks_without_a_base_and_with_two_base_tasks(cfg):
             out = b.combine_blocks(blocks, losses=losses)
             torch.testing.assert_close(out, a.combine(blocks.to_dense(), losses=losses), rtol=1e-9, atol=1e-12)
         torch.testing.assert_close(b.state_dict(), a.state_dict(), rtol=1e-9, atol=1e-12)
+
+
+# -- granularity of the state (state_dims) -----------------------------------------------------------------------
+def conv_grads(seed: int, n_tasks: int = 3, batch: int = 4, shape=(3, 2, 5)) -> torch.Tensor:
+    """Gradients at a [B, C, H, W] conv map, [T, B, C, H, W] (float64)."""
+    return random_grads(seed, n_tasks, batch * int(np.prod(shape))).reshape(n_tasks, batch, *shape)
+
+
+@pytest.mark.parametrize('square', [False, True])
+@pytest.mark.parametrize('state_dims', [None, 0, 1, 2, 3])
+def test_batch_sums_are_the_per_feature_sums_summed_over_the_trailing_dims(square, state_dims):
+    """batch_sum with the rest of the feature dims grouped: the per-feature batch sums (of squares) summed over
+    the feature dims after the first state_dims; kept dims [C, H, W][:state_dims]."""
+    g = conv_grads(0)                                                      # [3, 4, 3, 2, 5]
+    x = per_sample(g)
+    rest = state_rest(tuple(g.shape[1:]), state_dims)
+    kept = (3, 2, 5)[:3 if state_dims is None else state_dims]
+    assert rest == int(np.prod((3, 2, 5))) // int(np.prod(kept))
+    per_feature = batch_sum(x, square)                                     # [3, 1, 30]
+    expected = per_feature.reshape(3, 1, *kept, -1).sum(-1).reshape(3, 1, -1)
+    out = batch_sum(x, square, rest=rest)
+    assert out.shape == (3, 1, int(np.prod(kept)))
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_excess_mtl_per_channel_accumulates_the_per_feature_squares_summed_over_the_pixels():
+    """state_dims=1 on [T, B, C, H, W] for four steps: the accumulator is [T, 1, C] and equals the per-feature
+    accumulator summed over H and W; the weights are those of the per-feature method fed one sample of C features,
+    sqrt of the squares summed over the batch and the pixels (the excess risk runs over the channels); the trunk
+    gets w @ g per sample. With problem dims the accumulator is [T, P, C]."""
+    channel, feature, root = ExcessMTL(state_dims=1), ExcessMTL(), ExcessMTL()
+    for step in range(4):
+        g = conv_grads(step)
+        out = channel.combine(g)
+        feature.combine(g)
+        root.combine(g.pow(2).sum((1, 3, 4)).sqrt()[:, None])
+        torch.testing.assert_close(channel.task_weights, root.task_weights, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(out, torch.einsum('t,t...->...', channel.task_weights, g), rtol=1e-12, atol=1e-12)
+    assert channel.sq_grad_sum.shape == (3, 1, 3)
+    torch.testing.assert_close(channel.sq_grad_sum, feature.sq_grad_sum.reshape(3, 1, 3, 10).sum(-1),
+                               rtol=1e-12, atol=0)
+    torch.testing.assert_close(channel.sq_grad_sum, root.sq_grad_sum, rtol=1e-12, atol=0)
+    problems = ExcessMTL(state_dims=1)
+    problems.combine(random_grads(9, 3, 2 * 4 * 30).reshape(3, 2, 4, 3, 2, 5), problem_dims=1)
+    assert problems.sq_grad_sum.shape == (3, 2, 3)
+
+
+def test_moco_per_channel_tracks_the_gradient_of_a_per_channel_bias():
+    """state_dims=1 on [T, B, C, H, W] for four steps: y is [T, 1, C] and, with lambda, equals the per-feature
+    method's fed the gradients summed over the pixels (the gradient of a per-channel bias, whose batch sum is the
+    per-feature batch sum summed over H and W); the trunk keeps the per-sample normalisation,
+    sum_i lambda_i L_i g_i / (|g_i| + eps)."""
+    channel, bias = MoCo(state_dims=1), MoCo()
+    losses = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
+    for step in range(4):
+        g = conv_grads(step)
+        out = channel.combine(g, losses=losses)
+        bias.combine(g.sum((3, 4)), losses=losses)
+        torch.testing.assert_close(channel.y, bias.y, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(channel.lambd, bias.lambd, rtol=1e-12, atol=1e-15)
+        coef = channel.lambd[0] * losses / (g.flatten(1).norm(dim=1) + channel.eps)
+        torch.testing.assert_close(out, torch.einsum('t,t...->...', coef, g), rtol=1e-12, atol=1e-15)
+    assert channel.y.shape == (3, 1, 3)
+
+
+@pytest.mark.parametrize('cls', [ExcessMTL, MoCo])
+def test_state_dims_is_checked(cls):
+    """A bad state_dims is refused at construction, one beyond the activation's feature dims at the first step
+    (dense and TaskBlocks); the error names the value and the activation shape."""
+    for bad in (-1, 1.5, '1', True):
+        with pytest.raises(ValueError, match=f'{cls.__name__} state_dims must be None .* got {bad!r}'):
+            cls(state_dims=bad)
+    losses = torch.ones(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r'state_dims=4 .* shape \(4, 3, 2, 5\)'):
+        cls(state_dims=4).combine(conv_grads(0), losses=losses)
+    with pytest.raises(ValueError, match=r'state_dims=1 .* shape \(4, 3, 2, 5\) .* batch dim 3'):
+        cls(state_dims=1).combine(conv_grads(0), losses=torch.ones(3, 4, 3, 2, dtype=torch.float64), problem_dims=3)
+    blocks, _ = blocks_and_dense(0)
+    with pytest.raises(ValueError, match=r'state_dims=4 .* shape \(2, 3, 4, 4\)'):
+        cls(state_dims=4).combine_blocks(blocks, losses=losses)
+    assert cls(state_dims=3).combine(conv_grads(0), losses=losses).shape == (4, 3, 2, 5)
