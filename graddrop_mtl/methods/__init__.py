@@ -22,6 +22,10 @@ gradient sent into the trunk: ``method.combine(grads, activation=A, losses=L, ge
 ``DualProj``       the mean gradient projected onto the dual cone of the task gradients
 ``ConFIG``         the direction of equal cosine to every task, scaled by the sum of projections
 ``GradVac``        Gradient Vaccine: pairwise cosines raised to their running targets
+``ExcessMTL``      exponentiated weights on running excess-risk estimates (batch-summed AdaGrad statistics)
+``SDMGrad``        MGDA pulled towards the mean gradient (warm-started inner SGD on the weights)
+``MoCo``           MGDA-like weights on tracked, normalised (batch-summed) gradients
+``MoDo``           one projected step of MGDA's weights per training step
 ``UW``             uncertainty weighting: learnt log-variances (trainable parameters)
 ``IMTLL``          IMTL-L: learnt loss scales (trainable parameters)
 ``DWA``            Dynamic Weight Average of the loss descent rates
@@ -68,3 +72,13 @@ __all__ = ['METHODS', 'Method', 'build_method', 'register_method', 'Sum', 'GradD
            'CAGrad', 'DWA', 'FAMO', 'GradVac', 'IMTLG', 'IMTLL', 'FairGrad', 'NashMTL', 'RLW', 'UPGrad', 'UW',
            'DBMTL', 'STCH',
            'GramWeighting', 'LossWeighting', 'ConFIG', 'DualProj', 'GLS', 'Random', 'Krum', 'TrimmedMean']
+
+# Issue 23, more gradient methods: ExcessMTL (exponentiated weights on running excess-risk estimates), SDMGrad
+# (MGDA pulled towards the mean gradient, warm-started inner SGD), MoCo (weights on tracked, normalised gradients),
+# MoDo (one projected step of MGDA's weights per training step).
+from .excess_mtl import ExcessMTL  # noqa: E402
+from .moco import MoCo  # noqa: E402
+from .modo import MoDo  # noqa: E402
+from .sdmgrad import SDMGrad  # noqa: E402
+
+__all__ += ['ExcessMTL', 'SDMGrad', 'MoCo', 'MoDo']

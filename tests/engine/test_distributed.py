@@ -170,7 +170,8 @@ def test_ddp_sum_matches_one_process_on_the_combined_batch(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- 20.2: resume
-RESUME_METHODS = [dict(type='GradDrop'), dict(type='RandomGradDrop'), dict(type='PCGrad'), dict(type='GradNorm')]
+RESUME_METHODS = [dict(type='GradDrop'), dict(type='RandomGradDrop'), dict(type='PCGrad'), dict(type='GradNorm'),
+                  dict(type='ExcessMTL'), dict(type='MoCo')]      # per-feature state (batch sums)
 
 
 def resume(rank, world, init_state, k):

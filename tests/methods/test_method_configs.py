@@ -16,6 +16,7 @@ METHODS = {'cagrad': 'CAGrad', 'nash_mtl': 'NashMTL', 'fairgrad': 'FairGrad', 'i
            'aligned_mtl': 'AlignedMTL', 'upgrad': 'UPGrad', 'gradvac': 'GradVac', 'dwa': 'DWA', 'rlw': 'RLW',
            'famo': 'FAMO', 'dualproj': 'DualProj', 'config': 'ConFIG', 'gls': 'GLS', 'random': 'Random',
            'krum': 'Krum', 'trimmed_mean': 'TrimmedMean'}
+METHODS.update({'excess_mtl': 'ExcessMTL', 'sdmgrad': 'SDMGrad', 'moco': 'MoCo', 'modo': 'MoDo'})
 BASES = {'celeba_{}.py': 'configs/celeba/celeba_sum.py',
          'pointpillars_{}_reduced-car.py': 'configs/pointpillars_waymo/pointpillars_mtl_sum_reduced-car.py'}
 METHODS.update(uw='UW', imtl_l='IMTLL', db_mtl='DBMTL', stch='STCH')

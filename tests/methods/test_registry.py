@@ -41,9 +41,14 @@ CONFIGS = {
     'Random': dict(type='Random'),
     'Krum': dict(type='Krum', n_byzantine=0, n_selected=2),
     'TrimmedMean': dict(type='TrimmedMean', trim_number=1),
+    'ExcessMTL': dict(type='ExcessMTL', robust_step_size=0.5),
+    'SDMGrad': dict(type='SDMGrad', lambda_=0.5),
+    'MoCo': dict(type='MoCo', rho=0.1),
+    'MoDo': dict(type='MoDo', gamma=0.05),
 }
 EXPECTED |= {'CAGrad', 'NashMTL', 'FairGrad', 'IMTLG', 'AlignedMTL', 'UPGrad', 'GradVac', 'UW', 'IMTLL', 'DWA', 'RLW',
              'FAMO', 'DualProj', 'ConFIG', 'GLS', 'Random', 'Krum', 'TrimmedMean'}
+EXPECTED |= {'ExcessMTL', 'SDMGrad', 'MoCo', 'MoDo'}
 
 
 def test_every_method_is_registered():
@@ -155,6 +160,7 @@ def test_bad_gradients(grads, problem_dims, error):
 
 
 STATEFUL = ['GradNorm', 'NashMTL', 'GradVac', 'UW', 'IMTLL', 'DWA', 'FAMO', 'Compose']
+STATEFUL += ['ExcessMTL', 'SDMGrad', 'MoCo', 'MoDo']
 
 
 @pytest.mark.parametrize('name', STATEFUL + ['DBMTL', 'STCH'])
