@@ -146,11 +146,11 @@ def test_one_gradient_at_the_activation_and_one_weighing_per_step(name):
             return combine(*a, **k)
 
         method.weigh_losses, method.combine = counted_weigh, counted_combine
-        hooked = set()
+        hooked = []   # the tensors themselves: kept alive, so that a new tensor cannot reuse a hooked one's id
 
         def pre_hook(module, args):   # the heads read the wrapper's detached copy of the trunk's output
-            if id(args[0]) not in hooked:
-                hooked.add(id(args[0]))
+            if not any(t is args[0] for t in hooked):
+                hooked.append(args[0])
                 args[0].register_hook(lambda g: at_activation.append(tuple(g.shape)))
 
         model.heads[0].register_forward_pre_hook(pre_hook)
