@@ -53,9 +53,11 @@ class Krum(GramWeighting):
 class TrimmedMean(Method):
     r"""Coordinate-wise trimmed mean: at every element of the activation, the ``trim_number`` largest and the
     ``trim_number`` smallest task gradients are dropped and the rest averaged (TorchJD's ``TrimmedMean``). Needs
-    :math:`T > 2\,` ``trim_number``. For k = 1 it is (sum - max - min) / (T - 2), three reductions over the tasks;
-    otherwise the tasks are sorted at every element. Elementwise and stateless: local to each rank under data
-    parallelism. The heads receive their own gradients.
+    :math:`T > 2\,` ``trim_number``. It is computed as the sum minus the k largest and the k smallest values (for
+    k = 1: sum - max - min, three reductions over the tasks). On :class:`TaskBlocks` it stays sparse: where only the
+    base tasks are non-zero, the absent tasks' zeros enter the ranking as at most k zeros at each end, so the rows
+    are evaluated on the base alone and, at the patch rows, on the patch alone. Elementwise and stateless: local to
+    each rank under data parallelism. The heads receive their own gradients.
 
     Args:
         trim_number: k, how many values are dropped at each end.
@@ -69,19 +71,41 @@ class TrimmedMean(Method):
     def extra_repr(self) -> str:
         return f'trim_number={self.trim_number}'
 
+    def _check(self, t: int) -> None:
+        if t <= 2 * self.trim_number:
+            raise ValueError(f'TrimmedMean(trim_number={self.trim_number}) needs more than {2 * self.trim_number} '
+                             f'tasks, got {t}')
+
+    def _trimmed_sum(self, values: Tensor, n_zeros: int) -> Tensor:
+        """Sum over dim 0 of ``values`` and ``n_zeros`` zero rows, without their k largest and k smallest values.
+
+        The k extremes at each end of that multiset include at most k of the zeros, so ``min(n_zeros, k)`` of them
+        stand in for all."""
+        k = self.trim_number
+        if k == 0:
+            return values.sum(0)
+        z = min(n_zeros, k)
+        ext = torch.cat([values, values.new_zeros((z, *values.shape[1:]))]) if z else values
+        if k == 1:                # one value at each end: two reductions instead of a sort
+            return values.sum(0) - ext.amax(0) - ext.amin(0)
+        return values.sum(0) - ext.topk(k, 0).values.sum(0) - ext.topk(k, 0, largest=False).values.sum(0)
+
     def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
                 generator: torch.Generator | None = None, problem_dims: int = 0) -> Tensor:
         check_grads(grads, problem_dims)
-        t, k = grads.shape[0], self.trim_number
-        if t <= 2 * k:
-            raise ValueError(f'TrimmedMean(trim_number={k}) needs more than {2 * k} tasks, got {t}')
-        if k == 0:
-            return grads.sum(0) / t
-        if k == 1:                # one value at each end: two reductions instead of a sort
-            return (grads.sum(0) - grads.amax(0) - grads.amin(0)) / (t - 2)
-        return torch.sort(grads, dim=0).values.narrow(0, k, t - 2 * k).sum(0) / (t - 2 * k)
+        t = grads.shape[0]
+        self._check(t)
+        return self._trimmed_sum(grads, 0) / (t - 2 * self.trim_number)
 
     def combine_blocks(self, blocks: TaskBlocks, *, activation: Tensor | None = None, losses: Tensor | None = None,
                        generator: torch.Generator | None = None) -> Tensor:
-        # not row-wise on the patch alone (the zeros of the absent tasks take part in the ranking): densify
-        return self.combine(blocks.to_dense())
+        t = blocks.n_tasks
+        self._check(t)
+        keep = t - 2 * self.trim_number
+        if blocks.base is not None:
+            out = (self._trimmed_sum(blocks.base, t - len(blocks.base_tasks)) / keep).contiguous()
+        else:
+            out = torch.zeros(blocks.shape, dtype=blocks.dtype, device=blocks.device)
+        if blocks.patch is not None:
+            blocks.scatter_(out, self._trimmed_sum(blocks.patch, t - len(blocks.patch_tasks)) / keep)
+        return out

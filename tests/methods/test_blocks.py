@@ -203,3 +203,20 @@ def test_compose_blocks_passes_weighted_gradients():
     torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(a.task_weights, ref.task_weights)
     assert copy.deepcopy(a).state_dict()['weighting']['weights'] is not None
+
+
+@pytest.mark.parametrize('trim', [0, 1, 2])
+@pytest.mark.parametrize('n_tasks,dense_tasks,drop_base', [(6, (0,), False), (7, (0, 3), False), (5, (2,), True)])
+@pytest.mark.parametrize('channel_dim,shape', [(1, (2, 5, 4, 3)), (-1, (6, 5, 7))])
+def test_trimmed_mean_blocks_stay_sparse_and_equal_dense(trim, n_tasks, dense_tasks, drop_base, channel_dim, shape):
+    """TrimmedMean on the blocks (the absent tasks' zeros ranked as at most k zeros at each end) equals the dense
+    trimmed mean, and never densifies."""
+    from graddrop_mtl.methods import TrimmedMean
+    blocks = sparse_blocks(seed=trim + n_tasks, shape=shape, channel_dim=channel_dim, n_tasks=n_tasks,
+                           dense_tasks=dense_tasks, rows=(1, 7, 8, 20))
+    if drop_base:                 # no base: every task is zero outside the patch rows
+        blocks.base, blocks.base_tasks = None, []
+    blocks.to_dense = None        # a call would fail: the block path must not densify
+    out = TrimmedMean(trim_number=trim).combine_blocks(blocks)
+    ref = TrimmedMean(trim_number=trim).combine(dense_reference(blocks))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
