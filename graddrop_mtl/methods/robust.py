@@ -80,14 +80,20 @@ class TrimmedMean(Method):
         """Sum over dim 0 of ``values`` and ``n_zeros`` zero rows, without their k largest and k smallest values.
 
         The k extremes at each end of that multiset include at most k of the zeros, so ``min(n_zeros, k)`` of them
-        stand in for all."""
+        stand in for all; with at least k zeros and at most k values, every value is trimmed (a base of one dense
+        task among absent ones: the rows outside the patch are zero)."""
         k = self.trim_number
         if k == 0:
             return values.sum(0)
         z = min(n_zeros, k)
-        ext = torch.cat([values, values.new_zeros((z, *values.shape[1:]))]) if z else values
+        if z == k and values.shape[0] <= k:   # every non-zero value is among the k largest or the k smallest
+            return values.new_zeros(values.shape[1:])
         if k == 1:                # one value at each end: two reductions instead of a sort
-            return values.sum(0) - ext.amax(0) - ext.amin(0)
+            high, low = values.amax(0), values.amin(0)
+            if z:
+                high, low = high.clamp_min_(0), low.clamp_max_(0)
+            return values.sum(0) - high - low
+        ext = torch.cat([values, values.new_zeros((z, *values.shape[1:]))]) if z else values
         return values.sum(0) - ext.topk(k, 0).values.sum(0) - ext.topk(k, 0, largest=False).values.sum(0)
 
     def combine(self, grads: Tensor, *, activation: Tensor | None = None, losses: Tensor | None = None,
