@@ -16,8 +16,8 @@ turns iteration by iteration. Reported: median wall-clock and process CPU second
 iterations), divided by the ``Sum`` baseline through the same wrapper and by ``plain``, mmengine's ``OptimWrapper``
 with ``loss.backward()`` (no per-task gradients at all). CPU time is the robust figure on a shared machine. The
 methods are every registered one (:data:`METHODS`, from the registry: a method registered later is timed too; MGDA
-with ``normalization='loss+'``, ``Compose`` as GradNorm + GradDrop), and the last line says which miss the target
-of a step within 1.05x of ``Sum``'s.
+with ``normalization='loss+'``, ExcessMTL and MoCo per channel as their configs, ``Compose`` as GradNorm +
+GradDrop), and the last line says which miss the target of a step within 1.05x of ``Sum``'s.
 For the CelebA net a ``(floor)`` row times, in the same turns, the one product every exact per-task method pays
 there (the 40 per-task gradients through the first dense layer): its ratio to ``Sum`` is the least any of them
 can add to a step.
@@ -60,6 +60,9 @@ from graddrop_mtl.methods import METHODS as REGISTERED  # noqa: E402
 SETTINGS = {
     'MGDA': dict(type='MGDA', normalization='loss+'),
     'GradPenalty': dict(type='GradPenalty', weight=0.01),
+    # per-channel state, as their configs (per feature, the state is T times the activation per sample)
+    'ExcessMTL': dict(type='ExcessMTL', state_dims=1),
+    'MoCo': dict(type='MoCo', state_dims=1),
 }
 #: Rows that are not one registered method (``Compose`` is timed as GradNorm + GradDrop).
 COMPOSED = {
