@@ -12,6 +12,19 @@ def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+#: the degenerate gradient stacks every Gram method's tests run (``degenerate_grads(case)``).
+DEGENERATE_CASES = ['zero', 'one_task', 'parallel', 'opposite', 'nan', 'float32_large']
+
+
+def degenerate_grads(case: str) -> torch.Tensor:
+    """A ``[T, n]`` stack: all zero, one task, parallel, opposite, with a NaN, or float32 near its range's top."""
+    return {'zero': lambda: torch.zeros(3, 6), 'one_task': lambda: torch.randn(1, 6, generator=gen(0)),
+            'parallel': lambda: torch.tensor([[1.0, 2.0], [2.0, 4.0], [3.0, 6.0]]),
+            'opposite': lambda: torch.tensor([[1.0, 2.0], [-1.0, -2.0]]),
+            'nan': lambda: torch.tensor([[float('nan'), 1.0], [1.0, 1.0]]),
+            'float32_large': lambda: torch.randn(3, 20_000, generator=gen(1)) * 1e18}[case]()
+
+
 def project_simplex(v: np.ndarray) -> np.ndarray:
     """Euclidean projection of one vector onto the probability simplex (Duchi et al. 2008, sort based)."""
     u = np.sort(v)[::-1]

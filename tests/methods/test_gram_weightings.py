@@ -30,7 +30,7 @@ from graddrop_mtl.methods import (
 from graddrop_mtl.methods.blocks import TaskBlocks
 from graddrop_mtl.methods.gradvac import gradvac_coefficients
 
-from ._util import ThreadAllReduce, gen, run_ranks
+from ._util import DEGENERATE_CASES, ThreadAllReduce, degenerate_grads, gen, run_ranks
 
 
 def random_grads(seed: int, n_tasks: int, d: int, shared: float = 0.5) -> torch.Tensor:
@@ -369,13 +369,9 @@ def test_ranks_agree_with_one_process(cfg):
 
 
 @pytest.mark.parametrize('cfg', GRAM_CONFIGS, ids=lambda c: c['type'])
-@pytest.mark.parametrize('case', ['zero', 'one_task', 'parallel', 'opposite', 'nan', 'float32_large'])
+@pytest.mark.parametrize('case', DEGENERATE_CASES)
 def test_degenerate_inputs(cfg, case):
-    g = {'zero': torch.zeros(3, 6), 'one_task': torch.randn(1, 6, generator=gen(0)),
-         'parallel': torch.tensor([[1.0, 2.0], [2.0, 4.0], [3.0, 6.0]]),
-         'opposite': torch.tensor([[1.0, 2.0], [-1.0, -2.0]]),
-         'nan': torch.tensor([[float('nan'), 1.0], [1.0, 1.0]]),
-         'float32_large': torch.randn(3, 20_000, generator=gen(1)) * 1e18}[case]
+    g = degenerate_grads(case)
     out = build_method(cfg).combine(g, generator=gen(0))
     assert out.shape == g.shape[1:] and out.dtype == g.dtype
     if case == 'nan':

@@ -17,7 +17,15 @@ from graddrop_mtl.methods import ExcessMTL, MoCo, MoDo, SDMGrad, build_method
 from graddrop_mtl.methods.batch_sums import batch_sum, per_sample, state_rest
 from graddrop_mtl.methods.blocks import TaskBlocks
 
-from ._util import ThreadAllReduce, check_scaled_inputs, gen, min_norm_by_support_enumeration, run_ranks
+from ._util import (
+    DEGENERATE_CASES,
+    ThreadAllReduce,
+    check_scaled_inputs,
+    degenerate_grads,
+    gen,
+    min_norm_by_support_enumeration,
+    run_ranks,
+)
 
 
 def random_grads(seed: int, n_tasks: int, d: int, shared: float = 0.5, dtype=torch.float64) -> torch.Tensor:
@@ -336,13 +344,9 @@ def test_gram_methods_ranks_agree_with_one_process(cfg):
 
 
 @pytest.mark.parametrize('cfg', GRAM_CONFIGS, ids=lambda c: c['type'])
-@pytest.mark.parametrize('case', ['zero', 'one_task', 'parallel', 'opposite', 'nan', 'float32_large'])
+@pytest.mark.parametrize('case', DEGENERATE_CASES)
 def test_gram_methods_degenerate_inputs(cfg, case):
-    g = {'zero': torch.zeros(3, 6), 'one_task': torch.randn(1, 6, generator=gen(0)),
-         'parallel': torch.tensor([[1.0, 2.0], [2.0, 4.0], [3.0, 6.0]]),
-         'opposite': torch.tensor([[1.0, 2.0], [-1.0, -2.0]]),
-         'nan': torch.tensor([[float('nan'), 1.0], [1.0, 1.0]]),
-         'float32_large': torch.randn(3, 20_000, generator=gen(1)) * 1e18}[case]
+    g = degenerate_grads(case)
     method = build_method(cfg)
     for _ in range(2):
         out = method.combine(g, generator=gen(0))
