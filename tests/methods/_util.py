@@ -25,6 +25,18 @@ def degenerate_grads(case: str) -> torch.Tensor:
             'float32_large': lambda: torch.randn(3, 20_000, generator=gen(1)) * 1e18}[case]()
 
 
+def assert_degenerate_output(out: torch.Tensor, g: torch.Tensor, case: str) -> None:
+    """A method's result on ``degenerate_grads(case)``: the activation's shape and dtype, finite unless the input
+    has a NaN (then not finite), and zero for zero gradients."""
+    assert out.shape == g.shape[1:] and out.dtype == g.dtype
+    if case == 'nan':
+        assert not bool(torch.isfinite(out).all())
+    else:
+        assert bool(torch.isfinite(out).all()), out
+    if case == 'zero':
+        assert bool((out == 0).all())
+
+
 def project_simplex(v: np.ndarray) -> np.ndarray:
     """Euclidean projection of one vector onto the probability simplex (Duchi et al. 2008, sort based)."""
     u = np.sort(v)[::-1]

@@ -102,20 +102,15 @@ def assert_close(ours: torch.Tensor, ref: torch.Tensor, rtol: float = 1e-5) -> N
     torch.testing.assert_close(ours.double(), ref.double(), rtol=0, atol=rtol * scale)
 
 
-# -- UW, IMTL (IMTL-L + IMTL-G), GLS, RLW, DWA ----------------------------------------------------------------------
-@pytest.mark.parametrize('n_tasks', [2, 5])
-def test_uw_matches_libmtl_while_training(n_tasks):
-    """Six steps, the log-variances trained by SGD on both sides: the same trunk gradient, head weights, gradient of
-    the log-variances and log-variances."""
-    dim, lr = 7, 0.3
-    peer = Peer(LIBMTL.UW, n_tasks, dim)
-    ours = UW(num_tasks=n_tasks)
+def train_scales_alongside(peer: Peer, ours, n_tasks: int, dim: int, first_seed: int, lr: float) -> torch.Tensor:
+    """Six SGD steps of our method's one parameter (UW's log-variances, IMTL-L's scales) and of LibMTL's
+    ``loss_scale`` on the same losses and gradients: the trunk gradient, the heads' weights, the parameter's gradient
+    and its updated value agree at every step. Returns our parameter."""
     (s,) = ours.parameters()
     for step in range(6):
-        losses, grads = random_case(step, n_tasks, dim)
+        losses, grads = random_case(first_seed + step, n_tasks, dim)
         ref_trunk, ref_heads = peer.backward(losses, grads)
-        trunk = ours.combine(grads, losses=losses)
-        assert_close(trunk, ref_trunk)
+        assert_close(ours.combine(grads, losses=losses).detach(), ref_trunk)
         assert_close(ours.task_weights.detach(), ref_heads)
         s.grad = None
         ((ours.task_weights * losses.float()).sum() + ours.loss_term()).backward()
@@ -124,6 +119,16 @@ def test_uw_matches_libmtl_while_training(n_tasks):
             s -= lr * s.grad
             peer.model.loss_scale -= lr * peer.model.loss_scale.grad
         assert_close(s.detach(), peer.model.loss_scale.detach())
+    return s
+
+
+# -- UW, IMTL (IMTL-L + IMTL-G), GLS, RLW, DWA ----------------------------------------------------------------------
+@pytest.mark.parametrize('n_tasks', [2, 5])
+def test_uw_matches_libmtl_while_training(n_tasks):
+    """Six steps, the log-variances trained by SGD on both sides: the same trunk gradient, head weights, gradient of
+    the log-variances and log-variances."""
+    dim, lr = 7, 0.3
+    s = train_scales_alongside(Peer(LIBMTL.UW, n_tasks, dim), UW(num_tasks=n_tasks), n_tasks, dim, 0, lr)
     assert float((s.detach() + 0.5).abs().max()) > 0.1                  # they did move
 
 
@@ -134,22 +139,8 @@ def test_imtl_matches_libmtl_as_imtl_l_then_imtl_g(n_tasks, dim):
     gradient (IMTL-G's weights on e^s g), the heads' weights e^s and the scales' gradient e^s L - 1 agree (LibMTL's
     closed form, a float32 inverse of D U^T, and our pseudo-inverse of the Gram matrix give the same weights for
     independent gradients)."""
-    lr = 0.2
-    peer = Peer(LIBMTL.IMTL, n_tasks, dim)
-    ours = Compose(weighting=IMTLL(num_tasks=n_tasks), then=IMTLG())
-    (s,) = ours.parameters()                                     # Compose gives its parts' parameters
-    for step in range(6):
-        losses, grads = random_case(10 + step, n_tasks, dim)
-        ref_trunk, ref_heads = peer.backward(losses, grads)
-        trunk = ours.combine(grads, losses=losses).detach()
-        assert_close(trunk, ref_trunk)
-        assert_close(ours.task_weights.detach(), ref_heads)
-        s.grad = None
-        ((ours.task_weights * losses.float()).sum() + ours.loss_term()).backward()
-        assert_close(s.grad, peer.model.loss_scale.grad)
-        with torch.no_grad():
-            s -= lr * s.grad
-            peer.model.loss_scale -= lr * peer.model.loss_scale.grad
+    ours = Compose(weighting=IMTLL(num_tasks=n_tasks), then=IMTLG())   # its parameters and loss term: IMTL-L's
+    s = train_scales_alongside(Peer(LIBMTL.IMTL, n_tasks, dim), ours, n_tasks, dim, 10, lr=0.2)
     assert float(s.detach().abs().max()) > 0.1
 
 
