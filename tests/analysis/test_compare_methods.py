@@ -164,6 +164,13 @@ def test_compare_sine_runs_resumes_and_is_seeded(tmp_path):
         _same_result(_results(tmp_path, 'a', m), _results(tmp_path, 'b', m))
     _compare(tmp_path, 'sine', 'c', '--methods', 'graddrop', '--seeds', '2', '--iters', '30')
     assert _results(tmp_path, 'c', 'graddrop', 1)['curve'] != _results(tmp_path, 'a', 'graddrop')['curve']
+    # --report-only: the table from the finished runs alone; nothing is run, the missing runs are listed
+    report = _compare(tmp_path, 'sine', 'a', '--methods', 'graddrop', 'pcgrad', '--seeds', '2', '--iters', '30',
+                      '--report-only')
+    assert ': training (' not in report.stdout and not (tmp_path / 'a' / 'pcgrad').exists()
+    md = (tmp_path / 'results_a' / 'sine.md').read_text()
+    assert 'Not run (left out): pcgrad seed 0, sum seed 1, graddrop seed 1, pcgrad seed 1.' in md
+    assert '| SGD (Sum) | 1 |' in md and '| GradDrop (k=1) | 1 |' in md and '| PCGrad |' not in md
 
 
 @pytest.mark.slow

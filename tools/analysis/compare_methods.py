@@ -8,6 +8,8 @@ config ``configs/<experiment>/quick/<prefix><method>.py`` with ``--cfg-options r
 need no test: their trajectory file holds the result). ``--jobs`` runs go at a time. A run that has finished (its
 ``result.json`` exists for the same settings) is not run again, so an interrupted comparison resumes where it
 stopped. A missing synthetic data set is written first, with the command its quick config documents.
+``--report-only`` runs nothing and writes the table and plot from the runs finished so far (each method with the
+seeds it has; the table's header lists the runs left out), e.g. while a long comparison is still going.
 
 Outputs: ``work_dirs/compare/results/<experiment>.md`` and ``.csv`` (``--results-dir``; the committed tables in
 ``docs/results`` are written with ``--results-dir docs/results``): per method the mean +- standard deviation
@@ -297,19 +299,30 @@ def sine_metrics(train_dir: str) -> tuple[dict[str, float], list[float]]:
     return metrics, hist.mean(1).tolist()
 
 
+def finished_result(exp: Experiment, method: str, seed: int, args, signature: dict) -> dict | None:
+    """The result of a finished run of ``method`` with ``seed`` and the same settings (``signature``), else None."""
+    run_dir = osp.join(args.work_dir, method, f'seed{seed}')
+    result_path = osp.join(run_dir, RESULT_FILE)
+    if not osp.isfile(result_path):
+        return None
+    with open(result_path) as f:
+        result = json.load(f)
+    if result.get('signature') != signature:
+        return None
+    scalars = read_scalars(osp.join(run_dir, 'train'))
+    if exp.name != 'sine' and scalars:  # re-read the curve (older results stored validation steps as 0)
+        result['curve_steps'], result['curve'] = curve_from_scalars(scalars, exp.curve_key)
+    return result
+
+
 def run_one(exp: Experiment, method: str, seed: int, args, signature: dict) -> dict:
     """Train (and test) one method with one seed; returns its result (cached in ``result.json``)."""
     run_dir = osp.join(args.work_dir, method, f'seed{seed}')
     result_path = osp.join(run_dir, RESULT_FILE)
-    if osp.isfile(result_path):
-        with open(result_path) as f:
-            result = json.load(f)
-        if result.get('signature') == signature:
-            progress(f'{method} seed {seed}: done before, not run again')
-            scalars = read_scalars(osp.join(run_dir, 'train'))
-            if exp.name != 'sine' and scalars:  # re-read the curve (older results stored validation steps as 0)
-                result['curve_steps'], result['curve'] = curve_from_scalars(scalars, exp.curve_key)
-            return result
+    result = finished_result(exp, method, seed, args, signature)
+    if result is not None:
+        progress(f'{method} seed {seed}: done before, not run again')
+        return result
     train_dir, test_dir = osp.join(run_dir, 'train'), osp.join(run_dir, 'test')
     for stale in (train_dir, test_dir):  # an unfinished run or one with other settings: start afresh
         shutil.rmtree(stale, ignore_errors=True)
@@ -416,8 +429,8 @@ def write_table(exp: Experiment, rows: list[dict], stem: str, args, header_note:
     lines += ['', 'Each cell: mean ± standard deviation over the seeds. "(better)"/"(worse)": the difference to the '
               'baseline exceeds the seed spread (|difference| > std + std of the baseline); no mark: it does not '
               '(or one seed only). Time per step: the mean logged training-step time relative to the baseline '
-              '(same machine, same run; the runs went one after another, so load changes between them show up '
-              'here).', '', f'![{exp.curve_label} per method]({stem}.png)', '']
+              '(same machine; load changes between the runs, and runs sharing the cores with --jobs > 1, show '
+              'up here).', '', f'![{exp.curve_label} per method]({stem}.png)', '']
     md_path = osp.join(args.results_dir, f'{stem}.md')
     with open(md_path, 'w') as f:
         f.write('\n'.join(lines))
@@ -472,6 +485,8 @@ def parse_args(argv=None):
     p.add_argument('--results-dir', default=osp.join(ROOT, 'work_dirs', 'compare', 'results'),
                    help='tables and plots (default work_dirs/compare/results; docs/results holds the committed ones)')
     p.add_argument('--cfg-options', nargs='+', default=[], help='extra key=value options for every run')
+    p.add_argument('--report-only', action='store_true', help='run nothing: write the table and plot from the runs '
+                   'that have finished with these settings (each method with the seeds it has) and list the missing')
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     exp = exps[args.experiment]
@@ -500,7 +515,7 @@ def main(argv=None) -> int:
         root = args.data_root or osp.join(ROOT, exp.data_root + ('_control' if args.control else ''))
         if not osp.isabs(root):
             root = osp.join(ROOT, root)
-        if not osp.exists(root):
+        if not osp.exists(root) and not args.report_only:
             progress(f'data set {root} missing: writing it')
             if exp.name == 'transfer':
                 _make_transfer('independent' if args.control else 'shared')(root)
@@ -512,7 +527,20 @@ def main(argv=None) -> int:
     progress(f'{exp.name}: {len(args.methods)} methods x {args.seeds} seeds = {len(jobs)} runs, {args.jobs} at a '
              f'time; work dir {args.work_dir}')
     results: dict[str, list[dict]] = {m: [] for m in args.methods}
-    failures = []
+    failures, missing = [], []
+    if args.report_only:
+        for m, s in jobs:
+            result = finished_result(exp, m, s, args, signature)
+            if result is None:
+                missing.append(f'{m} seed {s}')
+            else:
+                results[m].append(result)
+        if missing:
+            progress(f'not run yet, left out of the table: {", ".join(missing)}')
+        args.methods = [m for m in args.methods if results[m]]
+        if not args.methods:
+            raise SystemExit(f'compare_methods: --report-only: no finished run with these settings in {args.work_dir}')
+        jobs = []
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {pool.submit(run_one, exp, m, s, args, signature): (m, s) for m, s in jobs}
         for i, fut in enumerate(as_completed(futures), 1):
@@ -528,12 +556,17 @@ def main(argv=None) -> int:
                          'retry the others):\n  ' + '\n  '.join(failures))
     for m in results:
         results[m].sort(key=lambda r: r['seed'])
+    results = {m: results[m] for m in args.methods}
     rows = summarise(exp, args.methods, results)
     iters = args.iters or 'the quick config\'s'
     note = (f'Quick setup: `{exp.config_dir}/{exp.prefix}<method>.py`, {iters} training steps per run, seeds '
-            f'0..{args.seeds - 1} (`randomness.seed`), {args.threads} thread(s) per run, {args.jobs} run(s) at a '
-            f'time; extra options: {" ".join(args.cfg_options) or "none"}. Wall time of the runs (train + test, '
+            f'0..{args.seeds - 1} (`randomness.seed`), '
+            + ('table written with --report-only from the finished runs' if args.report_only else
+               f'{args.threads} thread(s) per run, {args.jobs} run(s) at a time')
+            + f'; extra options: {" ".join(args.cfg_options) or "none"}. Wall time of the runs (train + test, '
             f'summed): {sum(r["wall_s"] for rs in results.values() for r in rs):.0f} s.')
+    if missing:
+        note += f' Not run (left out): {", ".join(missing)}.'
     md = write_table(exp, rows, args.stem, args, note)
     png = plot(exp, args.methods, results, args.stem, args)
     with open(md) as f:
