@@ -1,6 +1,6 @@
 """The README's first command: PointPillars with GradDrop on a small synthetic Waymo set, on the CPU.
 
-    python tools/demo.py [--work-dir work_dirs/demo] [--iters 800] [--config CONFIG]
+    python tools/demo.py [--work-dir work_dirs/demo] [--iters 1600] [--config CONFIG]
 
 1. writes synthetic Waymo segments (real .tfrecord Frame protos) and converts them with tools/create_data.py.
    The demo's scenes are denser than tools/make_synthetic_waymo.py's defaults and lie inside the demo config's
@@ -31,7 +31,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--work-dir', default='work_dirs/demo')
     p.add_argument('--config', default=DEFAULT_CONFIG)
-    p.add_argument('--iters', type=int, default=800)
+    p.add_argument('--iters', type=int, default=1600)
     p.add_argument('--train-segments', type=int, default=32)
     p.add_argument('--val-segments', type=int, default=8)
     p.add_argument('--frames', type=int, default=3, help='frames per segment')
