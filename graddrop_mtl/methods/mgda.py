@@ -154,6 +154,19 @@ def _project_simplex(v: Tensor) -> Tensor:
     return (v - theta).clamp_min(0.0)
 
 
+def _simplex_rows(rows: Tensor | None, problem: int, t: int, name: str) -> Tensor:
+    """Per-problem task weights ``rows`` [P, T] (float64), grown with uniform rows so that row ``problem`` exists;
+    for the stateful simplex iterations (MoDo, SDMGrad). Rows kept for another number of tasks are an error naming
+    the method ``name``."""
+    if rows is not None and rows.shape[1] != t:
+        raise ValueError(f'{name} was set up for {rows.shape[1]} tasks, got {t}')
+    if rows is None or rows.shape[0] <= problem:
+        have = 0 if rows is None else rows.shape[0]
+        fresh = torch.full((problem + 1 - have, t), 1.0 / t, dtype=torch.float64)
+        rows = fresh if rows is None else torch.cat([rows.cpu(), fresh])
+    return rows
+
+
 def kkt_residual(gram: Tensor, alpha: Tensor) -> Tensor:
     """``max |alpha - proj(alpha - M alpha)|`` per problem: zero exactly at the minimiser."""
     grad = torch.bmm(gram, alpha.unsqueeze(-1)).squeeze(-1)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .base import register_method
-from .mgda import _project_simplex
+from .mgda import _project_simplex, _simplex_rows
 from .weighting import GramWeighting, load_tensors
 
 
@@ -40,12 +40,7 @@ class MoDo(GramWeighting):
 
     def weights(self, gram: Tensor, *, loss: Tensor | None, draws: list[Tensor], problem: int) -> Tensor:
         t = gram.shape[0]
-        if self.lambd is not None and self.lambd.shape[1] != t:
-            raise ValueError(f'MoDo was set up for {self.lambd.shape[1]} tasks, got {t}')
-        if self.lambd is None or self.lambd.shape[0] <= problem:
-            have = 0 if self.lambd is None else self.lambd.shape[0]
-            fresh = torch.full((problem + 1 - have, t), 1.0 / t, dtype=torch.float64)
-            self.lambd = fresh if self.lambd is None else torch.cat([self.lambd.cpu(), fresh])
+        self.lambd = _simplex_rows(self.lambd, problem, t, 'MoDo')
         a = gram.cpu()
         if not bool(torch.isfinite(a).all()):
             return torch.full((t,), float('nan'), dtype=gram.dtype, device=gram.device)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .base import register_method
-from .mgda import _project_simplex
+from .mgda import _project_simplex, _simplex_rows
 from .weighting import GramWeighting, load_tensors
 
 
@@ -54,12 +54,7 @@ class SDMGrad(GramWeighting):
             torch.tensor(self.pref_vector, dtype=torch.float64)
         if pref.shape != (t,):
             raise ValueError(f'SDMGrad pref_vector has {pref.numel()} values for {t} tasks')
-        if self.w is not None and self.w.shape[1] != t:
-            raise ValueError(f'SDMGrad was set up for {self.w.shape[1]} tasks, got {t}')
-        if self.w is None or self.w.shape[0] <= problem:
-            have = 0 if self.w is None else self.w.shape[0]
-            fresh = torch.full((problem + 1 - have, t), 1.0 / t, dtype=torch.float64)
-            self.w = fresh if self.w is None else torch.cat([self.w.cpu(), fresh])
+        self.w = _simplex_rows(self.w, problem, t, 'SDMGrad')
         a = gram.cpu()
         if not bool(torch.isfinite(a).all()):
             return torch.full((t,), float('nan'), dtype=gram.dtype, device=gram.device)
